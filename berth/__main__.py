@@ -1,0 +1,36 @@
+"""Command line: `python -m berth synth --stack NAME [--blueprint NAME] [--format json|tree] [--show-secrets]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from berth.errors import ConfigError
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments and run the command; bad config prints one line per problem and exits 2."""
+    parser = argparse.ArgumentParser(prog="berth", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    synth = commands.add_parser("synth", help="print a stack's desired state without Pulumi, backend or Docker")
+    synth.add_argument("--stack", required=True, help="dev, staging, prod, or any Pulumi.<stack>.yaml")
+    synth.add_argument("--blueprint", help="a file in blueprints/, instead of the stack's own")
+    synth.add_argument("--format", choices=("json", "tree"), default="json")
+    synth.add_argument("--show-secrets", action="store_true", help="print secret values instead of [secret]")
+    args = parser.parse_args(argv)
+
+    from berth.synth import render_tree, synth as run_synth, write_json
+
+    try:
+        result = run_synth(args.stack, args.blueprint, reveal=args.show_secrets)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EXIT_CONFIG
+    print(write_json(result) if args.format == "json" else render_tree(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Pure values every container shares: docker names, images, env, healthchecks, resources, logging.
+
+Nothing here imports pulumi_docker; components plug these values into resources.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+from datetime import timedelta
+
+from berth.settings import SERVICE_NAMES, Cadence, Resources, Settings
+from berth.settings.apps import AppSettings, Workload
+from berth.settings.host import LogSettings
+from berth.units import go_duration, mebibytes
+
+# Docker's restart policy for data services: back after a crash or a daemon restart, not after `docker stop`.
+SERVICE_RESTART = "unless-stopped"
+# The docker engine weighs CPU shares against 1024 per CPU; a reservation becomes that weight.
+CPU_SHARES_PER_CPU = 1024
+# A probe that works in Debian, Alpine (busybox wget) and Python images alike: the first tool present decides.
+_HTTP_PROBE = (
+    "curl -fsS -o /dev/null --max-time {t} {url} 2>/dev/null"
+    " || wget -q -O /dev/null -T {t} {url} 2>/dev/null"
+    " || python3 -c 'import sys,urllib.request as u; u.urlopen(sys.argv[1], timeout={t})' {url}"
+)
+
+
+def docker_name(settings: Settings, *parts: str) -> str:
+    """The name of a docker object on the host: ``<system>-<environment>-<part>``."""
+    return "-".join((settings.name, settings.environment, *parts))
+
+
+def resolve_image(ref: str, overrides: Mapping[str, str]) -> str:
+    """Apply the stack's image overrides: an exact reference wins, else a repository match keeps the tag."""
+    if ref in overrides:
+        return overrides[ref]
+    repository, suffix = split_image(ref)
+    if repository in overrides:
+        return overrides[repository] + suffix
+    return ref
+
+
+def split_image(ref: str) -> tuple[str, str]:
+    """``repo:tag@digest`` -> (``repo``, ``:tag@digest``); a registry port is part of the repository."""
+    name, at, digest = ref.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        repository, tag = name.rsplit(":", 1)
+        return repository, f":{tag}{at}{digest}"
+    return name, f"{at}{digest}"
+
+
+def env_list(env: Mapping[str, str]) -> list[str]:
+    """``KEY=value`` lines in key order, so a reordered mapping never shows a diff."""
+    return [f"{key}={env[key]}" for key in sorted(env)]
+
+
+def workload_env(settings: Settings, workload: Workload) -> dict[str, str]:
+    """A workload's plain environment, with {domain} and {environment} filled in.
+
+    An app is also told its port as PORT, unless its env already sets it.
+    """
+    env = {"PORT": str(workload.port)} if isinstance(workload, AppSettings) else {}
+    for key, value in workload.env.items():
+        env[key] = value.replace("{domain}", settings.domain).replace("{environment}", settings.environment)
+    return env
+
+
+def healthcheck(test: list[str], cadence: Cadence) -> dict[str, object]:
+    """Healthcheck inputs with durations in Go form.
+
+    The provider reads durations back as Go's time.Duration.String() ("1m0s"), so any other
+    spelling ("60s") is a diff on every preview (pulumi/pulumi-docker#1411 discusses these fields).
+    """
+    return {
+        "tests": test,
+        "interval": go_duration(cadence.interval),
+        "timeout": go_duration(cadence.timeout),
+        "start_period": go_duration(cadence.start_period),
+        "retries": cadence.retries,
+    }
+
+
+def http_probe(port: int, path: str, timeout: timedelta) -> list[str]:
+    """A CMD-SHELL healthcheck that GETs ``http://127.0.0.1:<port><path>`` and fails on non-2xx."""
+    url = shlex.quote(f"http://127.0.0.1:{port}{path}")
+    seconds = max(1, int(timeout.total_seconds()))
+    return ["CMD-SHELL", _HTTP_PROBE.format(t=seconds, url=url)]
+
+
+def app_healthcheck_test(app: AppSettings) -> list[str] | None:
+    """The docker healthcheck test of an app: its command, or an HTTP probe on its own port."""
+    check = app.healthcheck
+    if check is None:
+        return None
+    if check.http is not None:
+        return http_probe(app.port, check.http, check.timeout)
+    if isinstance(check.command, str):
+        return ["CMD-SHELL", check.command]
+    return ["CMD", *(check.command or [])]
+
+
+def resource_args(resources: Resources) -> dict[str, object]:
+    """Limits and reservations as docker container inputs (memory in MiB, CPUs as a string)."""
+    args: dict[str, object] = {}
+    if resources.limits.cpus is not None:
+        args["cpus"] = f"{resources.limits.cpus:g}"
+    if resources.limits.memory is not None:
+        args["memory"] = mebibytes(resources.limits.memory)
+    if resources.reservations.cpus is not None:
+        args["cpu_shares"] = round(resources.reservations.cpus * CPU_SHARES_PER_CPU)
+    if resources.reservations.memory is not None:
+        args["memory_reservation"] = mebibytes(resources.reservations.memory)
+    return args
+
+
+def log_args(logging: LogSettings, tag: str) -> dict[str, object]:
+    """The log driver and its options; every value a string, as the engine reports them back."""
+    if logging.driver in ("json-file", "local"):
+        opts = {"max-size": f"{mebibytes(logging.max_size)}m", "max-file": str(logging.max_file)}
+    else:
+        opts = {f"{logging.driver}-address": logging.address or "", "tag": tag}
+    return {"log_driver": logging.driver, "log_opts": opts}
+
+
+def seconds(value: timedelta) -> int:
+    """Whole seconds, for the provider's integer timeouts."""
+    return int(value.total_seconds())
+
+
+def needs_data_network(workload: Workload) -> bool:
+    """A workload joins the internal data network only if it depends on or takes secrets from a data service."""
+    named = set(workload.depends_on) | {ref.split(".", 1)[0] for ref in workload.secrets.values()}
+    return bool(named & set(SERVICE_NAMES))
+
+
+def stack_images(settings: Settings) -> set[str]:
+    """Every image reference the stack runs, before overrides."""
+    sections = [settings.service(name) for name in ("postgres", "redis", "rabbitmq", "minio")]
+    refs = {section.image for section in sections if section is not None}  # type: ignore[attr-defined]
+    if settings.minio is not None and settings.minio.enabled and settings.minio.buckets:
+        refs.add(settings.minio.client_image)
+    if settings.elk is not None and settings.elk.enabled:
+        refs |= {settings.elk.elasticsearch.image, settings.elk.logstash.image, settings.elk.kibana.image}
+    refs |= {w.image for w in (*settings.enabled_apps.values(), *settings.enabled_jobs.values())}
+    if settings.proxy is not None and settings.proxy.enabled:
+        refs.add(settings.proxy.image)
+    return refs

@@ -1,0 +1,94 @@
+"""Application containers and one-shot jobs."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, model_validator
+
+from berth.settings.base import (
+    AbsPath,
+    BerthModel,
+    Cadence,
+    EnvName,
+    Grace,
+    ImageRef,
+    Name,
+    Port,
+    Resources,
+    VolumeName,
+    in_range,
+    matching,
+)
+
+HttpPath = Annotated[str, AfterValidator(matching(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*", "an HTTP path starting with /"))]
+
+
+class Healthcheck(Cadence):
+    """An app healthcheck: a command (exec form, or one string for a shell) or an HTTP path."""
+
+    command: list[str] | str | None = None
+    http: HttpPath | None = None
+
+    @model_validator(mode="after")
+    def _one_probe(self) -> Healthcheck:
+        if (self.command is None) == (self.http is None):
+            raise ValueError("give exactly one of command or http")
+        return self
+
+
+class Workload(BerthModel):
+    """What apps and jobs share: the image, how it runs, its environment, secrets and volumes."""
+
+    enabled: bool = True
+    image: ImageRef
+    command: list[str] | None = None
+    env: dict[EnvName, str] = {}
+    # ENV_NAME -> a generated secret, e.g. DATABASE_URL: postgres.databases.app.url
+    secrets: dict[EnvName, str] = {}
+    resources: Resources = Resources()
+    user: Annotated[str, AfterValidator(matching(r"[a-z0-9_][a-z0-9_-]*(:[a-z0-9_][a-z0-9_-]*)?", "user[:group]"))] | None = None
+    read_only: bool = False
+    tmpfs: dict[AbsPath, str] = {}
+    volumes: dict[VolumeName, AbsPath] = {}
+    depends_on: list[Name] = []
+    working_dir: AbsPath | None = None
+
+    @model_validator(mode="after")
+    def _env_and_secrets_apart(self) -> Workload:
+        both = sorted(set(self.env) & set(self.secrets))
+        if both:
+            raise ValueError(f"{', '.join(both)} is in both env and secrets")
+        paths = list(self.volumes.values()) + list(self.tmpfs)
+        for path in paths:
+            if paths.count(path) > 1:
+                raise ValueError(f"{path} is mounted twice")
+        return self
+
+
+class AppSettings(Workload):
+    """A long-running application container, replicated behind one network alias."""
+
+    replicas: Annotated[int, AfterValidator(in_range(1, 32))] = 1
+    port: Port
+    extra_ports: list[Port] = []
+    healthcheck: Healthcheck | None = None
+    restart: Literal["unless-stopped", "always", "on-failure"] = "unless-stopped"
+    # How long the old container drains after its replacement is healthy.
+    grace: Grace = timedelta(seconds=30)
+    # How long `pulumi up` waits for a new container to turn healthy.
+    wait_timeout: Annotated[int, AfterValidator(in_range(10, 3600))] = 300
+
+    @model_validator(mode="after")
+    def _ports_distinct(self) -> AppSettings:
+        ports = (self.port, *self.extra_ports)
+        if len(set(ports)) != len(ports):
+            raise ValueError(f"ports {list(ports)} repeat a port")
+        return self
+
+
+class JobSettings(Workload):
+    """A one-shot container that must exit 0 (e.g. migrations); apps can depend on it."""
+
+    timeout: Annotated[int, AfterValidator(in_range(1, 86400))] = 600

@@ -1,0 +1,101 @@
+"""Shared building blocks of the settings models: the strict base model and the field types."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+
+from berth.units import parse_bytes, parse_duration
+
+
+class BerthModel(BaseModel):
+    """Strict, frozen, and unknown keys are errors."""
+
+    model_config = ConfigDict(strict=True, frozen=True, extra="forbid")
+
+
+def in_range(low: int, high: int):
+    """A validator that keeps an int in low..high, with the rule in the message."""
+
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise ValueError(f"{value} is not in {low}..{high}")
+        return value
+
+    return check
+
+
+def matching(pattern: str, rule: str):
+    """A validator that requires a full regex match, with the rule in the message."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not {rule}")
+        return value
+
+    return check
+
+
+def _at_least(minimum: timedelta):
+    def check(value: timedelta) -> timedelta:
+        if value < minimum:
+            raise ValueError(f"{value.total_seconds():g}s is shorter than {minimum.total_seconds():g}s")
+        return value
+
+    return check
+
+
+Port = Annotated[int, AfterValidator(in_range(1, 65535))]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+Grace = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_at_least(timedelta(seconds=30)))]
+ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
+Cpus = Annotated[float, BeforeValidator(lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v),
+                 Field(gt=0, le=1024)]
+Secret = Annotated[SecretStr, BeforeValidator(lambda v: SecretStr(v) if isinstance(v, str) else v)]
+
+# A service name is also its DNS alias on the stack's networks.
+Name = Annotated[str, AfterValidator(matching(r"[a-z][a-z0-9-]{0,40}", "a name of a-z, 0-9 and '-' starting with a letter"))]
+# A docker volume name as written in settings (prefixed with the stack's name on the host).
+VolumeName = Annotated[str, AfterValidator(matching(r"[a-z][a-z0-9_.-]{0,60}", "a volume name of a-z, 0-9, '_', '.' and '-'"))]
+EnvName = Annotated[str, AfterValidator(matching(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name"))]
+AbsPath = Annotated[str, AfterValidator(matching(r"/[^\s:]*", "an absolute path without spaces or ':'"))]
+# name[:tag][@sha256:<64 hex>], as `docker pull` accepts it.
+ImageRef = Annotated[str, AfterValidator(matching(
+    r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?::\d+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?",
+    "an image reference like repo/name:tag or repo/name@sha256:<64 hex>"))]
+
+
+class Cadence(BerthModel):
+    """How often and how patiently docker runs a healthcheck."""
+
+    interval: Duration = timedelta(seconds=10)
+    timeout: Duration = timedelta(seconds=5)
+    retries: Annotated[int, AfterValidator(in_range(1, 100))] = 3
+    start_period: Duration = timedelta(seconds=30)
+
+
+class ResourceAmounts(BerthModel):
+    """CPUs and memory, as a limit or a reservation."""
+
+    cpus: Cpus | None = None
+    memory: ByteSize | None = None
+
+
+class Resources(BerthModel):
+    """CPU and memory limits and reservations, as in compose's deploy.resources."""
+
+    limits: ResourceAmounts = ResourceAmounts()
+    reservations: ResourceAmounts = ResourceAmounts()
+
+    @model_validator(mode="after")
+    def _reservations_fit(self) -> Resources:
+        for field in ("cpus", "memory"):
+            limit, reserved = getattr(self.limits, field), getattr(self.reservations, field)
+            if limit is not None and reserved is not None and reserved > limit:
+                raise ValueError(f"reservations.{field} ({reserved}) is above limits.{field} ({limit})")
+        return self

@@ -1,0 +1,97 @@
+"""The nginx proxy: sites by server name, path routes, TLS, rate limits and headers."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, model_validator
+
+from berth.settings.apps import HttpPath
+from berth.settings.base import BerthModel, ByteSize, Cadence, Duration, ImageRef, Name, Port, matching, in_range
+
+ServerName = Annotated[str, AfterValidator(matching(
+    r"(\{domain\}|\*|[a-z0-9*]([a-z0-9-]*[a-z0-9])?)(\.(\{domain\}|[a-z0-9]([a-z0-9-]*[a-z0-9])?))*|_",
+    "a host name such as www.{domain}, api.example.com or _"))]
+Rate = Annotated[str, AfterValidator(matching(r"[1-9][0-9]*r/[sm]", "a rate like 10r/s or 30r/m"))]
+
+
+class RateLimit(BerthModel):
+    """A limit_req zone: requests per client address."""
+
+    rate: Rate
+    burst: Annotated[int, AfterValidator(in_range(0, 100000))] = 0
+    nodelay: bool = True
+    zone_size: ByteSize = 10 * 1024 * 1024
+
+
+class Route(BerthModel):
+    """A path prefix routed to an app (or a service's web UI) inside the stack."""
+
+    path: HttpPath = "/"
+    app: Name
+    port: Port | None = None           # defaults to the app's port
+    strip_prefix: bool = False
+    rate_limit: Name | None = None
+    sse: bool = False                  # server-sent events: no buffering, long reads
+    websocket: bool = False
+    static_cache: Duration | None = None  # Cache-Control max-age for static assets under this route
+    read_timeout: Duration = timedelta(seconds=60)
+    client_max_body_size: ByteSize | None = None
+
+
+class Site(BerthModel):
+    """A server block: its names and its routes."""
+
+    server_names: list[ServerName]
+    routes: list[Route]
+
+    @model_validator(mode="after")
+    def _routes_distinct(self) -> Site:
+        paths = [route.path for route in self.routes]
+        for path in paths:
+            if paths.count(path) > 1:
+                raise ValueError(f"routes: path {path} is routed twice")
+        return self
+
+
+class TlsSettings(BerthModel):
+    """How the proxy gets its certificate, and HSTS."""
+
+    mode: Literal["self-signed", "none"] = "self-signed"
+    hsts_max_age: Duration = timedelta(days=365)
+    hsts_include_subdomains: bool = True
+
+
+class ProxySettings(BerthModel):
+    """nginx in front of the apps: the only container that publishes host ports."""
+
+    enabled: bool = True
+    image: ImageRef = "nginx:1.27-alpine"
+    http_port: Port = 80
+    https_port: Port = 443
+    # Host address the ports are published on; 0.0.0.0 for the public, 127.0.0.1 for a local dev box.
+    bind: Annotated[str, AfterValidator(matching(r"\d{1,3}(\.\d{1,3}){3}", "an IPv4 address"))] = "0.0.0.0"
+    tls: TlsSettings = TlsSettings()
+    http_redirect: bool = True
+    rate_limits: dict[Name, RateLimit] = {}
+    security_headers: bool = True
+    content_security_policy: str | None = None
+    gzip: bool = True
+    client_max_body_size: ByteSize = 10 * 1024 * 1024
+    sites: list[Site] = []
+    healthcheck: Cadence = Cadence(interval=timedelta(seconds=5), start_period=timedelta(seconds=10))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ProxySettings:
+        if self.http_redirect and self.tls.mode == "none":
+            raise ValueError("http_redirect needs tls.mode other than none")
+        for site in self.sites:
+            for route in site.routes:
+                if route.rate_limit is not None and route.rate_limit not in self.rate_limits:
+                    raise ValueError(f"route {route.path}: rate_limit {route.rate_limit!r} is not in rate_limits")
+        names = [name for site in self.sites for name in site.server_names]
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"sites: server name {name!r} is in more than one site")
+        return self

@@ -1,0 +1,178 @@
+"""The data services: PostgreSQL, Redis, RabbitMQ, MinIO and Elasticsearch + Logstash + Kibana."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from berth.settings.base import (
+    BerthModel,
+    ByteSize,
+    Cadence,
+    Duration,
+    ImageRef,
+    Resources,
+    Secret,
+    VolumeName,
+    matching,
+)
+
+Identifier = Annotated[str, AfterValidator(matching(r"[a-z_][a-z0-9_]{0,62}", "a lower-case SQL identifier"))]
+BucketName = Annotated[str, AfterValidator(matching(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name"))]
+AmqpName = Annotated[str, AfterValidator(matching(r"[A-Za-z0-9_.:/-]{1,255}", "a RabbitMQ name"))]
+
+
+class DataService(BerthModel):
+    """What every data service has: an image, a data volume, resources and a healthcheck cadence."""
+
+    enabled: bool = True
+    image: ImageRef
+    volume: VolumeName
+    resources: Resources = Resources()
+    healthcheck: Cadence = Cadence()
+    # Time between SIGTERM and SIGKILL: enough to flush and shut down cleanly.
+    stop_grace: Duration = timedelta(seconds=60)
+
+
+class PostgresDatabase(BerthModel):
+    """One application database with its own owner role."""
+
+    owner: Identifier | None = None  # defaults to the database name
+    password: Secret | None = None   # generated when not given
+
+
+class PostgresSettings(DataService):
+    """PostgreSQL: the superuser, the default database, and isolated application databases."""
+
+    image: ImageRef = "postgres:16-alpine"
+    volume: VolumeName = "postgres_data"
+    user: Identifier = "postgres"
+    database: Identifier = "app"
+    password: Secret | None = None
+    databases: dict[Identifier, PostgresDatabase] = {}
+
+    @model_validator(mode="after")
+    def _distinct_roles(self) -> PostgresSettings:
+        owners = [db.owner or name for name, db in self.databases.items()]
+        for owner in owners:
+            if owner == self.user:
+                raise ValueError(f"databases: owner {owner!r} is the superuser; give each database its own role")
+            if owners.count(owner) > 1:
+                raise ValueError(f"databases: owner {owner!r} owns more than one database; roles are isolated")
+        return self
+
+
+class RedisSettings(DataService):
+    """Redis with authentication and persistence."""
+
+    image: ImageRef = "redis:7-alpine"
+    volume: VolumeName = "redis_data"
+    password: Secret | None = None  # generated when not given; Redis always requires it
+    persistence: Literal["aof", "rdb", "none"] = "aof"
+    maxmemory: ByteSize | None = None
+    stop_grace: Duration = timedelta(seconds=30)
+
+
+class RabbitQueue(BerthModel):
+    """A queue declared at boot."""
+
+    name: AmqpName
+    vhost: AmqpName = "/"
+    durable: bool = True
+
+
+class RabbitUser(BerthModel):
+    """An application user with configure/write/read permissions on its vhosts."""
+
+    password: Secret | None = None
+    vhosts: list[AmqpName] = ["/"]
+    configure: str = ".*"
+    write: str = ".*"
+    read: str = ".*"
+    tags: list[str] = []
+
+
+class RabbitMQSettings(DataService):
+    """RabbitMQ: admin user, vhosts, users and queues loaded from a definitions file."""
+
+    image: ImageRef = "rabbitmq:3.13-management-alpine"
+    volume: VolumeName = "rabbitmq_data"
+    admin_user: AmqpName = "admin"
+    admin_password: Secret | None = None
+    vhosts: list[AmqpName] = ["/"]
+    users: dict[AmqpName, RabbitUser] = {}
+    queues: list[RabbitQueue] = []
+    healthcheck: Cadence = Cadence(start_period=timedelta(seconds=60))
+    stop_grace: Duration = timedelta(seconds=120)
+
+    @model_validator(mode="after")
+    def _known_vhosts(self) -> RabbitMQSettings:
+        for user_name, user in self.users.items():
+            if user_name == self.admin_user:
+                raise ValueError(f"users: {user_name!r} is the admin user")
+            for vhost in user.vhosts:
+                if vhost not in self.vhosts:
+                    raise ValueError(f"users.{user_name}.vhosts: {vhost!r} is not in vhosts {list(self.vhosts)}")
+        for queue in self.queues:
+            if queue.vhost not in self.vhosts:
+                raise ValueError(f"queues: {queue.name!r} is in vhost {queue.vhost!r}, which is not in vhosts")
+        return self
+
+
+class MinioSettings(DataService):
+    """MinIO: S3 API on 9000 for apps, console on 9001, buckets created by a one-shot job."""
+
+    image: ImageRef = "minio/minio:RELEASE.2024-06-13T22-53-53Z"
+    client_image: ImageRef = "minio/mc:RELEASE.2024-06-12T14-34-03Z"
+    volume: VolumeName = "minio_data"
+    root_user: str = "berth-admin"
+    buckets: list[BucketName] = []
+    stop_grace: Duration = timedelta(seconds=30)
+
+
+class ElasticsearchSettings(DataService):
+    """Elasticsearch, single node, security on."""
+
+    image: ImageRef = "docker.elastic.co/elasticsearch/elasticsearch:8.11.3"
+    volume: VolumeName = "elasticsearch_data"
+    resources: Resources = Resources.model_validate({"limits": {"memory": 2 * 1024**3}})
+    healthcheck: Cadence = Cadence(interval=timedelta(seconds=10), start_period=timedelta(seconds=120), retries=10)
+    stop_grace: Duration = timedelta(seconds=120)
+
+    @model_validator(mode="after")
+    def _memory_limit(self) -> ElasticsearchSettings:
+        if self.resources.limits.memory is None or self.resources.limits.memory < 512 * 1024**2:
+            raise ValueError("resources.limits.memory must be set and >= 512m: the JVM heap is half of it")
+        return self
+
+
+class LogstashSettings(BerthModel):
+    """Logstash with a pipeline rendered from settings."""
+
+    image: ImageRef = "docker.elastic.co/logstash/logstash:8.11.3"
+    tcp_port: int = Field(default=5000, ge=1024, le=65535)
+    index: str = "logs-%{+YYYY.MM.dd}"
+    # Extra filter{} body, copied verbatim into the pipeline.
+    filter: str = ""
+    resources: Resources = Resources.model_validate({"limits": {"memory": 1024**3}})
+    healthcheck: Cadence = Cadence(start_period=timedelta(seconds=120), retries=10)
+
+
+class KibanaSettings(BerthModel):
+    """Kibana, internal unless the proxy routes to it."""
+
+    image: ImageRef = "docker.elastic.co/kibana/kibana:8.11.3"
+    resources: Resources = Resources()
+    healthcheck: Cadence = Cadence(start_period=timedelta(seconds=120), retries=10)
+
+
+class ElkSettings(BerthModel):
+    """Elasticsearch + Logstash + Kibana as one unit."""
+
+    enabled: bool = True
+    elastic_password: Secret | None = None
+    elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    logstash: LogstashSettings = LogstashSettings()
+    kibana: KibanaSettings = KibanaSettings()

@@ -1,0 +1,183 @@
+"""Offline synth: run the real program (__main__.py) under Pulumi's mock runtime and record every resource.
+
+No Pulumi CLI, backend or Docker host is needed. What is recorded is what the engine would be sent:
+each RegisterResource request's type, name, parent, provider, inputs and options. Secret inputs are
+shown as "[secret]" unless `reveal` is asked for. pulumi-random and pulumi-tls answer with real
+values (random passwords of the requested length, a real self-signed certificate), so the desired
+state can be applied as it is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import runpy
+import secrets
+import string
+from pathlib import Path
+from typing import Any
+
+import pulumi
+from google.protobuf import json_format
+from pulumi.runtime import mocks as pulumi_mocks
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+
+from berth import tlsmock
+from berth.settings import from_stack_files, load_settings
+from berth.settings.loader import PROJECT_ROOT
+
+SECRET = "[secret]"
+_SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+_RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
+_SIG_KEY = "4dabf18193072939515e22adb298388d"
+
+
+def synth(stack: str, blueprint: str | None = None, reveal: bool = False) -> dict[str, Any]:
+    """The desired state of a stack: validated settings first (ConfigError before anything runs)."""
+    raw = from_stack_files(stack)
+    if blueprint:
+        raw["blueprint"] = blueprint
+    settings = load_settings(raw)
+    mocks = SynthMocks()
+    monitor = RecordingMonitor(mocks, reveal)
+    pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})
+    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROJECT_ROOT / "__main__.py"), run_name="__main__")))
+    return {
+        "stack": stack,
+        "blueprint": settings.blueprint,
+        "resources": monitor.records,
+        "outputs": _stack_outputs(reveal),
+    }
+
+
+class SynthMocks(pulumi.runtime.Mocks):
+    """Answers like the providers would: names, image IDs, exit codes, passwords and certificates."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        """Outputs for one resource, deterministic except for generated secrets."""
+        state = dict(args.inputs)
+        digest = hashlib.sha256(f"{args.typ}::{args.name}".encode()).hexdigest()
+        if args.typ.startswith("docker:") and "name" not in state:
+            state["name"] = f"{args.name}-{digest[:7]}"  # Pulumi's autonaming: name plus a random suffix
+        if args.typ == "docker:index/remoteImage:RemoteImage":
+            state["imageId"] = state["name"]
+        elif args.typ == "docker:index/container:Container":
+            state["exitCode"] = 0
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            state["result"] = _password(int(state["length"]), bool(state.get("special", True)))
+        elif args.typ == "tls:index/privateKey:PrivateKey":
+            state.update(tlsmock.private_key(state.get("algorithm", "ECDSA"), state.get("ecdsaCurve", "P256")))
+        elif args.typ == "tls:index/selfSignedCert:SelfSignedCert":
+            state["certPem"] = tlsmock.self_signed_cert(state)
+        return f"{args.name}-id", state
+
+    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+        """No provider functions are called by berth."""
+        return {}
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """A MockMonitor that keeps each RegisterResource request as a synth record."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks, reveal: bool) -> None:
+        super().__init__(mocks)
+        self.records: list[dict[str, Any]] = []
+        self.reveal = reveal
+
+    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - the gRPC method name
+        """Record the request, then let the mock monitor answer it."""
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            property_deps = {urn for deps in request.propertyDependencies.values() for urn in deps.urns}
+            self.records.append({
+                "type": request.type,
+                "name": request.name,
+                "parent": _urn_name(request.parent),
+                "provider": _urn_name(request.provider.rsplit("::", 1)[0]),
+                "inputs": _plain(json_format.MessageToDict(request.object), self.reveal),
+                "options": {
+                    "protect": bool(request.protect),
+                    "retain_on_delete": bool(request.retainOnDelete),
+                    "delete_before_replace": bool(request.deleteBeforeReplace),
+                    "depends_on": sorted(_urn_name(urn) for urn in request.dependencies if urn not in property_deps),
+                    "dependencies": sorted(_urn_name(urn) for urn in request.dependencies),
+                    "custom_timeouts": {k: v for k, v in (("create", request.customTimeouts.create),
+                                                          ("update", request.customTimeouts.update),
+                                                          ("delete", request.customTimeouts.delete)) if v},
+                    "ignore_changes": list(request.ignoreChanges),
+                },
+            })
+        return response
+
+
+def _urn_name(urn: str) -> str | None:
+    return urn.rsplit("::", 1)[-1] if urn else None
+
+
+def _plain(value: Any, reveal: bool) -> Any:
+    """Protobuf JSON -> plain values; secrets masked, resource references reduced to their names."""
+    if isinstance(value, dict):
+        if value.get(_SIG_KEY) == _SECRET_SIG:
+            return _plain(value.get("value"), reveal) if reveal else SECRET
+        if value.get(_SIG_KEY) == _RESOURCE_SIG:
+            return {"resource": _urn_name(value.get("urn", ""))}
+        return {key: _plain(item, reveal) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item, reveal) for item in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _stack_outputs(reveal: bool) -> dict[str, Any]:
+    root = pulumi.runtime.settings.get_root_resource()
+    outputs: dict[str, Any] = {}
+    for key, value in sorted(getattr(root, "outputs", {}).items()):
+        output = pulumi.Output.from_input(value)
+        is_secret = _sync_await(output.is_secret())
+        outputs[key] = SECRET if is_secret and not reveal else _sync_await(output.future())
+    return outputs
+
+
+def _password(length: int, special: bool) -> str:
+    alphabet = string.ascii_letters + string.digits + ("!#$%&*()-_=+[]{}<>:?" if special else "")
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+def _encode(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def render_tree(result: dict[str, Any]) -> str:
+    """An indented view: each resource under its parent, with the options that matter for data."""
+    names = {record["name"] for record in result["resources"]}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for record in result["resources"]:
+        children.setdefault(record["parent"] if record["parent"] in names else None, []).append(record)
+    lines = [f"stack {result['stack']} (blueprint: {result['blueprint'] or '-'})"]
+
+    def walk(parent: str | None, depth: int) -> None:
+        for record in children.get(parent, []):
+            flags = [flag for flag, on in (("protect", record["options"]["protect"]),
+                                           ("retain", record["options"]["retain_on_delete"]),
+                                           ("delete-before-replace", record["options"]["delete_before_replace"]))
+                     if on]
+            image = record["inputs"].get("image") if record["type"].endswith("Container") else None
+            detail = "".join((f" image={image}" if image else "", f" [{', '.join(flags)}]" if flags else ""))
+            lines.append(f"{'  ' * depth}{record['type']} {record['name']}{detail}")
+            walk(record["name"], depth + 1)
+
+    walk(None, 1)
+    lines.append("outputs:")
+    lines += [f"  {key}: {json.dumps(value)}" for key, value in result["outputs"].items()]
+    return "\n".join(lines)
+
+
+def write_json(result: dict[str, Any], path: Path | None = None) -> str:
+    """The JSON document, stable key order."""
+    text = json.dumps(result, indent=2, sort_keys=False)
+    if path is not None:
+        path.write_text(text + "\n")
+    return text

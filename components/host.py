@@ -1,0 +1,38 @@
+"""DockerHost: the stack's explicit docker.Provider, so no resource can land on another host."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_docker as docker
+
+from berth.settings.host import HostSettings, Registry
+
+
+class DockerHost(pulumi.ComponentResource):
+    """Creates the docker.Provider for the configured host, with TLS material and registry credentials."""
+
+    def __init__(self, name: str, host: HostSettings, registries: list[Registry],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("berth:host:DockerHost", name, None, opts)
+        self.provider = docker.Provider(
+            f"{name}-docker",
+            host=host.url,
+            ssh_opts=list(host.ssh_opts) or None,
+            ca_material=_secret(host.ca),
+            cert_material=_secret(host.cert),
+            key_material=_secret(host.key),
+            registry_auth=[
+                docker.ProviderRegistryAuthArgs(
+                    address=registry.address,
+                    username=registry.username,
+                    password=pulumi.Output.secret(registry.password.get_secret_value()),
+                )
+                for registry in registries
+            ] or None,
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.register_outputs({"url": host.url})
+
+
+def _secret(value: object | None) -> pulumi.Output[str] | None:
+    return None if value is None else pulumi.Output.secret(value.get_secret_value())  # type: ignore[attr-defined]

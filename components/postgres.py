@@ -1,0 +1,52 @@
+"""Postgres: a data volume, generated passwords, init SQL for isolated databases, and the container."""
+
+from __future__ import annotations
+
+import pulumi
+
+from berth.plan import postgres as plan
+from berth.plan.containers import docker_name
+from components.common import ContainerSpec, ServiceArgs, Placement, container, data_volume, password, upload
+
+PORT = 5432
+DATA_DIR = "/var/lib/postgresql/data"
+INIT_SQL = "/docker-entrypoint-initdb.d/10-berth.sql"
+
+
+class Postgres(pulumi.ComponentResource):
+    """PostgreSQL on the data network: the superuser, one owner role per database, and their URLs as secrets.
+
+    The init SQL runs once, on an empty data volume; databases added later need a migration of their own.
+    """
+
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("berth:data:Postgres", name, None, opts)
+        settings = args.settings
+        pg = settings.postgres
+        assert pg is not None
+        self.volume = data_volume(f"{name}-data", settings, pg.volume, self)
+        self.password = password(f"{name}-password", self, pg.password)
+        self.url = _url(pg.user, self.password, pg.database)
+        self.database_passwords = {db: password(f"{name}-{db}-password", self, spec.password)
+                                   for db, spec in sorted(pg.databases.items())}
+        self.database_urls = {db: _url(spec.owner or db, self.database_passwords[db], db)
+                              for db, spec in pg.databases.items()}
+        init_sql = pulumi.Output.all(**self.database_passwords).apply(lambda pws: plan.init_sql(pg, pws))
+        self.container = container(name, args, ContainerSpec(
+            image=pg.image,
+            placement=Placement(networks=[args.data_network], aliases=["postgres"]),
+            env={"POSTGRES_USER": pg.user, "POSTGRES_DB": pg.database, "PGDATA": DATA_DIR},
+            secret_env={"POSTGRES_PASSWORD": self.password},
+            health=(plan.healthcheck_test(pg), pg.healthcheck),
+            resources=pg.resources,
+            volumes={DATA_DIR: self.volume.name},
+            uploads=[upload(INIT_SQL, init_sql, secret=True)] if pg.databases else [],
+            fixed_name=docker_name(settings, "postgres"),
+            grace=pg.stop_grace,
+            extra={"stop_signal": "SIGINT"},  # smart shutdown: finish sessions, then checkpoint
+        ), parent=self)
+        self.register_outputs({"volume": self.volume.name, "url": self.url})
+
+
+def _url(user: str, secret: pulumi.Output[str], database: str) -> pulumi.Output[str]:
+    return pulumi.Output.secret(secret.apply(lambda pw: plan.database_url(user, pw, "postgres", PORT, database)))

@@ -1,0 +1,65 @@
+"""NginxProxy: the only container that publishes host ports; TLS, routes, rate limits and headers."""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_docker as docker
+import pulumi_tls as tls
+
+from berth.plan.containers import docker_name, http_probe
+from berth.plan.nginx import TLS_CERT, TLS_KEY, render_nginx_conf, server_names
+from components.common import ContainerSpec, Placement, ServiceArgs, container, upload
+
+CONF_PATH = "/etc/nginx/nginx.conf"
+TLS_DIR = "/etc/nginx/tls"
+HEALTH_PORT = 8081
+# A self-signed certificate is renewed by `pulumi up` within this many hours of expiry.
+CERT_VALIDITY_HOURS = 365 * 24
+CERT_EARLY_RENEWAL_HOURS = 30 * 24
+
+
+class NginxProxy(pulumi.ComponentResource):
+    """nginx from a rendered config, with a self-signed certificate made by pulumi-tls when asked.
+
+    It has a fixed name and publishes 80/443, so it is replaced delete-before-replace: a changed
+    config costs a restart of a few seconds, while app replacements behind it cost nothing.
+    """
+
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("berth:proxy:NginxProxy", name, None, opts)
+        settings = args.settings
+        proxy = settings.proxy
+        assert proxy is not None
+        uploads = [upload(CONF_PATH, render_nginx_conf(settings, tls_dir=TLS_DIR,
+                                                        health_listen=f"127.0.0.1:{HEALTH_PORT}"), secret=False)]
+        ports = [docker.ContainerPortArgs(internal=80, external=proxy.http_port, ip=proxy.bind, protocol="tcp")]
+        if proxy.tls.mode == "self-signed":
+            cert, key = self._self_signed(name, server_names(settings))
+            uploads += [upload(f"{TLS_DIR}/{TLS_CERT}", cert, secret=False),
+                        upload(f"{TLS_DIR}/{TLS_KEY}", key, secret=True)]
+            ports.append(docker.ContainerPortArgs(internal=443, external=proxy.https_port, ip=proxy.bind,
+                                                  protocol="tcp"))
+        self.container = container(name, args, ContainerSpec(
+            image=proxy.image,
+            placement=Placement(networks=[args.edge_network], aliases=["proxy"]),
+            health=(http_probe(HEALTH_PORT, "/healthz", proxy.healthcheck.timeout), proxy.healthcheck),
+            uploads=uploads,
+            fixed_name=docker_name(settings, "proxy"),
+            extra={"ports": ports, "stop_signal": "SIGQUIT"},  # SIGQUIT: nginx finishes open requests
+        ), parent=self, depends_on=[args.after[app] for app in sorted(settings.enabled_apps)])
+        self.register_outputs({"container": self.container.name})
+
+    def _self_signed(self, name: str, names: list[str]) -> tuple[pulumi.Output[str], pulumi.Output[str]]:
+        child = pulumi.ResourceOptions(parent=self)
+        key = tls.PrivateKey(f"{name}-tls-key", algorithm="ECDSA", ecdsa_curve="P256", opts=child)
+        cert = tls.SelfSignedCert(
+            f"{name}-tls-cert",
+            private_key_pem=key.private_key_pem,
+            subject=tls.SelfSignedCertSubjectArgs(common_name=names[0], organization="berth self-signed"),
+            dns_names=names,
+            validity_period_hours=CERT_VALIDITY_HOURS,
+            early_renewal_hours=CERT_EARLY_RENEWAL_HOURS,
+            allowed_uses=["key_encipherment", "digital_signature", "server_auth"],
+            opts=child,
+        )
+        return cert.cert_pem, key.private_key_pem
