@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--show-secrets", action="store_true", help="print secret values instead of [secret]")
     args = parser.parse_args(argv)
 
-    from berth.synth import render_tree, synth as run_synth, write_json
+    from berth.synth import render_tree, write_json
+    from berth.synth import synth as run_synth
 
     try:
         result = run_synth(args.stack, args.blueprint, reveal=args.show_secrets)

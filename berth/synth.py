@@ -24,7 +24,7 @@ from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
 from berth import tlsmock
-from berth.settings import from_stack_files, load_settings
+from berth.settings import deep_merge, from_stack_files, load_settings
 from berth.settings.loader import PROJECT_ROOT
 
 SECRET = "[secret]"
@@ -33,9 +33,13 @@ _RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
 
 
-def synth(stack: str, blueprint: str | None = None, reveal: bool = False) -> dict[str, Any]:
-    """The desired state of a stack: validated settings first (ConfigError before anything runs)."""
-    raw = from_stack_files(stack)
+def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
+          raw_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The desired state of a stack: validated settings first (ConfigError before anything runs).
+
+    ``raw_overrides`` is deep-merged over the stack file's config, as `pulumi config set` would be.
+    """
+    raw = deep_merge(from_stack_files(stack), raw_overrides or {})
     if blueprint:
         raw["blueprint"] = blueprint
     settings = load_settings(raw)

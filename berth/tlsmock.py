@@ -30,9 +30,11 @@ def self_signed_cert(inputs: dict[str, Any]) -> str:
     pem = pem["value"] if isinstance(pem, dict) else pem  # a secret input arrives wrapped
     key = serialization.load_pem_private_key(pem.encode(), password=None)
     subject = inputs.get("subject") or {}
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject.get("commonName", "berth"))] + (
-        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject["organization"])] if subject.get("organization") else []))
-    now = datetime.datetime.now(datetime.timezone.utc)
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, subject.get("commonName", "berth"))]
+    if subject.get("organization"):
+        attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, subject["organization"]))
+    name = x509.Name(attributes)
+    now = datetime.datetime.now(datetime.UTC)
     dns_names = list(inputs.get("dnsNames") or [])
     builder = (x509.CertificateBuilder()
                .subject_name(name).issuer_name(name)

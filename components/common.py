@@ -117,6 +117,25 @@ def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, par
     )
 
 
+# A one-shot container: `pulumi up` waits for it to exit and keeps its logs; docker never restarts it.
+ONE_SHOT = {"attach": True, "must_run": False, "logs": True}
+
+
+class JobFailed(Exception):
+    """A one-shot container exited non-zero; what depends on it is not created."""
+
+
+def exit_gate(job: docker.Container, name: str) -> pulumi.Output[str]:
+    """Resolves to "exit-0" once the one-shot container succeeded, or fails the update."""
+
+    def require_zero(code: int | None) -> str:
+        if code != 0:
+            raise JobFailed(f"job {name} exited with {code}; see its logs (`docker logs` on the host)")
+        return "exit-0"
+
+    return job.exit_code.apply(require_zero)
+
+
 def data_volume(resource_name: str, settings: Settings, volume: str, parent: pulumi.Resource) -> docker.Volume:
     """A named volume that outlives every container: retained on delete, protected where data is."""
     return docker.Volume(
@@ -151,7 +170,8 @@ def _envs(env: Mapping[str, str], secret_env: Mapping[str, pulumi.Input[str]]) -
     return pulumi.Output.secret(values.apply(lambda vs: env_list({**env, **dict(zip(names, vs, strict=True))})))
 
 
-def workload_spec(args: ServiceArgs, workload: Workload, env: Mapping[str, str], **fields: object) -> ContainerSpec:
+def workload_spec(args: ServiceArgs, workload: Workload, env: Mapping[str, str], one_shot: bool = False,
+                  **fields: object) -> ContainerSpec:
     """The ContainerSpec of an app or job: its env, secrets by reference, volumes, user and networks."""
     networks = [args.edge_network]
     if needs_data_network(workload):
@@ -164,6 +184,7 @@ def workload_spec(args: ServiceArgs, workload: Workload, env: Mapping[str, str],
         # A failed job fails this input, so nothing that needs the job starts after it failed.
         "labels": [docker.ContainerLabelArgs(label=f"berth.after.{dep}", value=args.gates[dep])
                    for dep in sorted(workload.depends_on) if dep in args.gates] or None,
+        **(ONE_SHOT if one_shot else {}),
     }
     return ContainerSpec(
         image=workload.image,

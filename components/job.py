@@ -5,11 +5,7 @@ from __future__ import annotations
 import pulumi
 
 from berth.plan.containers import workload_env
-from components.common import ServiceArgs, container, dependencies, workload_spec
-
-
-class JobFailed(Exception):
-    """A job container exited non-zero; its dependents are not created."""
+from components.common import ServiceArgs, container, dependencies, exit_gate, workload_spec
 
 
 class Job(pulumi.ComponentResource):
@@ -22,18 +18,8 @@ class Job(pulumi.ComponentResource):
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("berth:job:Job", name, None, opts)
         job = args.settings.jobs[name]
-        spec = workload_spec(
-            args, job, workload_env(args.settings, job),
-            restart="no",
-            create_timeout=job.timeout,
-        )
-        spec.extra = {**spec.extra, "attach": True, "must_run": False, "logs": True}
-        self.container = container(name, args, spec, parent=self, depends_on=dependencies(args, job))
-        self.exit_gate: pulumi.Output[str] = self.container.exit_code.apply(lambda code: _require_zero(name, code))
+        spec = workload_spec(args, job, workload_env(args.settings, job), restart="no", create_timeout=job.timeout,
+                             one_shot=True)
+        self.container = container(f"{name}-job", args, spec, parent=self, depends_on=dependencies(args, job))
+        self.exit_gate = exit_gate(self.container, name)
         self.register_outputs({"exit_code": self.container.exit_code})
-
-
-def _require_zero(name: str, code: int | None) -> str:
-    if code != 0:
-        raise JobFailed(f"job {name} exited with {code}; see its logs (`docker logs` on the host)")
-    return "exit-0"

@@ -6,7 +6,7 @@ import pulumi
 
 from berth.plan import postgres as plan
 from berth.plan.containers import docker_name
-from components.common import ContainerSpec, ServiceArgs, Placement, container, data_volume, password, upload
+from components.common import ContainerSpec, Placement, ServiceArgs, container, data_volume, password, upload
 
 PORT = 5432
 DATA_DIR = "/var/lib/postgresql/data"
@@ -32,7 +32,7 @@ class Postgres(pulumi.ComponentResource):
         self.database_urls = {db: _url(spec.owner or db, self.database_passwords[db], db)
                               for db, spec in pg.databases.items()}
         init_sql = pulumi.Output.all(**self.database_passwords).apply(lambda pws: plan.init_sql(pg, pws))
-        self.container = container(name, args, ContainerSpec(
+        self.container = container(f"{name}-container", args, ContainerSpec(
             image=pg.image,
             placement=Placement(networks=[args.data_network], aliases=["postgres"]),
             env={"POSTGRES_USER": pg.user, "POSTGRES_DB": pg.database, "PGDATA": DATA_DIR},

@@ -39,7 +39,7 @@ class NginxProxy(pulumi.ComponentResource):
                         upload(f"{TLS_DIR}/{TLS_KEY}", key, secret=True)]
             ports.append(docker.ContainerPortArgs(internal=443, external=proxy.https_port, ip=proxy.bind,
                                                   protocol="tcp"))
-        self.container = container(name, args, ContainerSpec(
+        self.container = container(f"{name}-container", args, ContainerSpec(
             image=proxy.image,
             placement=Placement(networks=[args.edge_network], aliases=["proxy"]),
             health=(http_probe(HEALTH_PORT, "/healthz", proxy.healthcheck.timeout), proxy.healthcheck),

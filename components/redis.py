@@ -6,7 +6,7 @@ import pulumi
 
 from berth.plan.containers import docker_name
 from berth.plan.redis import CONF_PATH, healthcheck_test, redis_conf, redis_url
-from components.common import ContainerSpec, ServiceArgs, Placement, container, data_volume, password, upload
+from components.common import ContainerSpec, Placement, ServiceArgs, container, data_volume, password, upload
 
 
 class Redis(pulumi.ComponentResource):
@@ -25,7 +25,7 @@ class Redis(pulumi.ComponentResource):
         self.password = password(f"{name}-password", self, rd.password)
         self.url = pulumi.Output.secret(self.password.apply(lambda pw: redis_url(pw, "redis")))
         conf = self.password.apply(lambda pw: redis_conf(rd, pw))
-        self.container = container(name, args, ContainerSpec(
+        self.container = container(f"{name}-container", args, ContainerSpec(
             image=rd.image,
             placement=Placement(networks=[args.data_network], aliases=["redis"]),
             secret_env={"REDISCLI_AUTH": self.password},

@@ -12,12 +12,15 @@ from berth.plan.order import start_order
 from berth.settings import Settings
 from components.app import AppService
 from components.common import ServiceArgs, password
+from components.elk import Elk
 from components.host import DockerHost
 from components.images import Images
 from components.job import Job
+from components.minio import Minio
 from components.network import Networks
 from components.postgres import Postgres
 from components.proxy import NginxProxy
+from components.rabbitmq import RabbitMQ
 from components.redis import Redis
 from components.volumes import Volumes
 
@@ -64,6 +67,15 @@ class Stack(pulumi.ComponentResource):
             services["postgres"] = self.postgres = Postgres("postgres", args, opts)
         if settings.service("redis"):
             services["redis"] = self.redis = Redis("redis", args, opts)
+        if settings.service("rabbitmq"):
+            services["rabbitmq"] = self.rabbitmq = RabbitMQ("rabbitmq", args, opts)
+        if settings.service("minio"):
+            self.minio = Minio("minio", args, opts)
+            services["minio"] = self.minio.ready
+        if settings.service("elasticsearch"):
+            self.elk = Elk("elk", args, opts)
+            services |= {"elasticsearch": self.elk.elasticsearch, "logstash": self.elk.logstash,
+                         "kibana": self.elk.kibana}
         return services
 
     def _secrets(self, settings: Settings) -> dict[str, pulumi.Output[str]]:
@@ -77,4 +89,15 @@ class Stack(pulumi.ComponentResource):
                 book[f"postgres.databases.{db}.url"] = self.postgres.database_urls[db]
         if "redis" in self.services:
             book["redis.password"], book["redis.url"] = self.redis.password, self.redis.url
+        if "rabbitmq" in self.services:
+            admin = settings.rabbitmq.admin_user  # type: ignore[union-attr]
+            book["rabbitmq.admin_password"] = self.rabbitmq.passwords[admin]
+            book["rabbitmq.url"] = self.rabbitmq.urls[admin]
+            for user in settings.rabbitmq.users:  # type: ignore[union-attr]
+                book[f"rabbitmq.users.{user}.password"] = self.rabbitmq.passwords[user]
+                book[f"rabbitmq.users.{user}.url"] = self.rabbitmq.urls[user]
+        if "minio" in self.services:
+            book["minio.access_key"], book["minio.secret_key"] = self.minio.access_key, self.minio.secret_key
+        if "elasticsearch" in self.services:
+            book["elasticsearch.password"], book["elasticsearch.url"] = self.elk.elastic_password, self.elk.url
         return book

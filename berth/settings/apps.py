@@ -22,6 +22,7 @@ from berth.settings.base import (
     matching,
 )
 
+UserSpec = Annotated[str, AfterValidator(matching(r"[a-z0-9_][a-z0-9_-]*(:[a-z0-9_][a-z0-9_-]*)?", "user[:group]"))]
 HttpPath = Annotated[str, AfterValidator(matching(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*", "an HTTP path starting with /"))]
 
 
@@ -48,7 +49,7 @@ class Workload(BerthModel):
     # ENV_NAME -> a generated secret, e.g. DATABASE_URL: postgres.databases.app.url
     secrets: dict[EnvName, str] = {}
     resources: Resources = Resources()
-    user: Annotated[str, AfterValidator(matching(r"[a-z0-9_][a-z0-9_-]*(:[a-z0-9_][a-z0-9_-]*)?", "user[:group]"))] | None = None
+    user: UserSpec | None = None
     read_only: bool = False
     tmpfs: dict[AbsPath, str] = {}
     volumes: dict[VolumeName, AbsPath] = {}

@@ -58,9 +58,11 @@ Cpus = Annotated[float, BeforeValidator(lambda v: float(v) if isinstance(v, int)
 Secret = Annotated[SecretStr, BeforeValidator(lambda v: SecretStr(v) if isinstance(v, str) else v)]
 
 # A service name is also its DNS alias on the stack's networks.
-Name = Annotated[str, AfterValidator(matching(r"[a-z][a-z0-9-]{0,40}", "a name of a-z, 0-9 and '-' starting with a letter"))]
+Name = Annotated[str, AfterValidator(matching(r"[a-z][a-z0-9-]{0,40}",
+                                              "a name of a-z, 0-9 and '-' starting with a letter"))]
 # A docker volume name as written in settings (prefixed with the stack's name on the host).
-VolumeName = Annotated[str, AfterValidator(matching(r"[a-z][a-z0-9_.-]{0,60}", "a volume name of a-z, 0-9, '_', '.' and '-'"))]
+VolumeName = Annotated[str, AfterValidator(matching(r"[a-z][a-z0-9_.-]{0,60}",
+                                                    "a volume name of a-z, 0-9, '_', '.' and '-'"))]
 EnvName = Annotated[str, AfterValidator(matching(r"[A-Za-z_][A-Za-z0-9_]*", "an environment variable name"))]
 AbsPath = Annotated[str, AfterValidator(matching(r"/[^\s:]*", "an absolute path without spaces or ':'"))]
 # name[:tag][@sha256:<64 hex>], as `docker pull` accepts it.

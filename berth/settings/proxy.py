@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, model_validator
 
 from berth.settings.apps import HttpPath
-from berth.settings.base import BerthModel, ByteSize, Cadence, Duration, ImageRef, Name, Port, matching, in_range
+from berth.settings.base import BerthModel, ByteSize, Cadence, Duration, ImageRef, Name, Port, in_range, matching
 
 ServerName = Annotated[str, AfterValidator(matching(
     r"(\{domain\}|\*|[a-z0-9*]([a-z0-9-]*[a-z0-9])?)(\.(\{domain\}|[a-z0-9]([a-z0-9-]*[a-z0-9])?))*|_",

@@ -141,7 +141,8 @@ class Settings(BerthModel):
     def _check_workload(self, kind: str, name: str, workload: AppSettings | JobSettings) -> None:
         where = f"{kind}.{name}"
         if name in SERVICE_NAMES or name in RESERVED_NAMES:
-            raise ValueError(f"{where}: {name!r} is taken by berth's own {'data service' if name in SERVICE_NAMES else 'component'}")
+            owner = "data service" if name in SERVICE_NAMES else "component"
+            raise ValueError(f"{where}: {name!r} is taken by berth's own {owner}")
         if kind == "jobs" and name in self.apps:
             raise ValueError(f"{where}: {name!r} is also an app")
         refs = self.secret_refs()

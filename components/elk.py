@@ -1,0 +1,96 @@
+"""Elk: Elasticsearch, a job that sets Kibana's password, Logstash and Kibana, under one parent.
+
+The host needs `vm.max_map_count >= 262144` for Elasticsearch (a kernel setting no container may
+change); see README "Host requirements".
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_docker as docker
+
+from berth.plan import elk as plan
+from berth.plan.containers import docker_name, http_probe
+from components.common import (
+    ONE_SHOT,
+    ContainerSpec,
+    Placement,
+    ServiceArgs,
+    container,
+    data_volume,
+    exit_gate,
+    password,
+    upload,
+)
+
+ES_HEALTH = ["CMD-SHELL", "curl -fsS -o /dev/null -u \"elastic:$ELASTIC_PASSWORD\" "
+             "'http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=5s'"]
+# Elasticsearch refuses to start with fewer open files than this.
+NOFILE = 65535
+
+
+class Elk(pulumi.ComponentResource):
+    """Health-gated: Elasticsearch healthy -> kibana_system password job -> Logstash and Kibana."""
+
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("berth:data:Elk", name, None, opts)
+        settings = args.settings
+        elk = settings.elk
+        assert elk is not None
+        es, ls, kb = elk.elasticsearch, elk.logstash, elk.kibana
+        self.volume = data_volume(f"{name}-data", settings, es.volume, self)
+        self.elastic_password = password(f"{name}-elastic-password", self, elk.elastic_password)
+        kibana_password = password(f"{name}-kibana-system-password", self)
+        self.url = pulumi.Output.secret(self.elastic_password.apply(
+            lambda pw: plan.ELASTICSEARCH_URL.replace("http://", f"http://elastic:{pw}@")))
+        assert es.resources.limits.memory is not None
+        self.elasticsearch = container(f"{name}-elasticsearch", args, ContainerSpec(
+            image=es.image,
+            placement=Placement(networks=[args.data_network], aliases=["elasticsearch"]),
+            env=plan.elasticsearch_env(plan.heap_mb(es.resources.limits.memory)),
+            secret_env={"ELASTIC_PASSWORD": self.elastic_password},
+            health=(ES_HEALTH, es.healthcheck),
+            resources=es.resources,
+            volumes={"/usr/share/elasticsearch/data": self.volume.name},
+            fixed_name=docker_name(settings, "elasticsearch"),
+            grace=es.stop_grace,
+            extra={"ulimits": [docker.ContainerUlimitArgs(name="nofile", soft=NOFILE, hard=NOFILE)]},
+        ), parent=self)
+        self.kibana_job = container(f"{name}-kibana-password", args, ContainerSpec(
+            image=es.image,
+            placement=Placement(networks=[args.data_network], aliases=[]),
+            secret_env={"ELASTIC_PASSWORD": self.elastic_password, "KIBANA_PASSWORD": kibana_password},
+            command=["-c", plan.kibana_password_job_script()],
+            restart="no",
+            extra={"entrypoints": ["/bin/sh"], **ONE_SHOT},
+        ), parent=self, depends_on=[self.elasticsearch])
+        gate = exit_gate(self.kibana_job, f"{name}-kibana-password")
+        self.logstash = container(f"{name}-logstash", args, ContainerSpec(
+            image=ls.image,
+            placement=Placement(networks=[args.data_network], aliases=["logstash"]),
+            env={**plan.logstash_env(plan.heap_mb(ls.resources.limits.memory or 1024**3)),
+                 plan.LOGSTASH_USER_ENV: "elastic"},
+            secret_env={plan.LOGSTASH_PASSWORD_ENV: self.elastic_password},
+            health=(http_probe(9600, "/", ls.healthcheck.timeout), ls.healthcheck),
+            resources=ls.resources,
+            uploads=[upload(plan.LOGSTASH_PIPELINE_PATH, plan.logstash_pipeline(ls), secret=False)],
+            fixed_name=docker_name(settings, "logstash"),
+            extra={"labels": [docker.ContainerLabelArgs(label="berth.after.kibana-password", value=gate)]},
+        ), parent=self, depends_on=[self.elasticsearch])
+        networks = [args.data_network] + ([args.edge_network] if _kibana_routed(settings) else [])
+        self.kibana = container(f"{name}-kibana", args, ContainerSpec(
+            image=kb.image,
+            placement=Placement(networks=networks, aliases=["kibana"]),
+            env=plan.kibana_env(),
+            secret_env={"ELASTICSEARCH_PASSWORD": kibana_password},
+            health=(http_probe(5601, "/api/status", kb.healthcheck.timeout), kb.healthcheck),
+            resources=kb.resources,
+            fixed_name=docker_name(settings, "kibana"),
+            extra={"labels": [docker.ContainerLabelArgs(label="berth.after.kibana-password", value=gate)]},
+        ), parent=self, depends_on=[self.kibana_job])
+        self.register_outputs({"volume": self.volume.name})
+
+
+def _kibana_routed(settings: object) -> bool:
+    proxy = settings.proxy  # type: ignore[attr-defined]
+    return bool(proxy and proxy.enabled and any(r.app == "kibana" for s in proxy.sites for r in s.routes))

@@ -1,0 +1,74 @@
+"""MinIO: a data volume, generated root credentials, the S3 API and console, and a bucket job."""
+
+from __future__ import annotations
+
+import shlex
+
+import pulumi
+
+from berth.plan.containers import docker_name
+from components.common import (
+    ONE_SHOT,
+    ContainerSpec,
+    Placement,
+    ServiceArgs,
+    container,
+    data_volume,
+    exit_gate,
+    password,
+)
+
+API_PORT = 9000
+CONSOLE_PORT = 9001
+# `mc ready` ships in the MinIO image, which has neither curl nor wget.
+HEALTH_TEST = ["CMD", "mc", "ready", "local"]
+
+
+class Minio(pulumi.ComponentResource):
+    """MinIO on the data network: the API (9000) for apps; the console (9001) only if the proxy routes to it.
+
+    Buckets are created by a one-shot `mc` container after MinIO is healthy; `mc mb --ignore-existing`
+    makes that safe to run on every deploy.
+    """
+
+    def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("berth:data:Minio", name, None, opts)
+        settings = args.settings
+        mn = settings.minio
+        assert mn is not None
+        self.volume = data_volume(f"{name}-data", settings, mn.volume, self)
+        self.access_key = pulumi.Output.secret(mn.root_user)
+        self.secret_key = password(f"{name}-root-password", self)
+        networks = [args.data_network] + ([args.edge_network] if _console_routed(settings) else [])
+        self.container = container(f"{name}-container", args, ContainerSpec(
+            image=mn.image,
+            placement=Placement(networks=networks, aliases=["minio"]),
+            env={"MINIO_ROOT_USER": mn.root_user},
+            secret_env={"MINIO_ROOT_PASSWORD": self.secret_key},
+            command=["server", "/data", "--address", f":{API_PORT}", "--console-address", f":{CONSOLE_PORT}"],
+            health=(HEALTH_TEST, mn.healthcheck),
+            resources=mn.resources,
+            volumes={"/data": self.volume.name},
+            fixed_name=docker_name(settings, "minio"),
+            grace=mn.stop_grace,
+        ), parent=self)
+        self.ready: pulumi.Resource = self.container
+        if mn.buckets:
+            target = self.secret_key.apply(lambda pw: f"http://{mn.root_user}:{pw}@minio:{API_PORT}")
+            script = " && ".join(f"mc mb --ignore-existing berth/{shlex.quote(b)}" for b in mn.buckets)
+            self.buckets = container(f"{name}-buckets", args, ContainerSpec(
+                image=mn.client_image,
+                placement=Placement(networks=[args.data_network], aliases=[]),
+                secret_env={"MC_HOST_berth": target},
+                command=["-c", script],
+                restart="no",
+                extra={"entrypoints": ["/bin/sh"], **ONE_SHOT},
+            ), parent=self, depends_on=[self.container])
+            self.buckets_gate = exit_gate(self.buckets, f"{name}-buckets")
+            self.ready = self.buckets
+        self.register_outputs({"volume": self.volume.name})
+
+
+def _console_routed(settings: object) -> bool:
+    proxy = settings.proxy  # type: ignore[attr-defined]
+    return bool(proxy and proxy.enabled and any(r.app == "minio-console" for s in proxy.sites for r in s.routes))
