@@ -23,8 +23,8 @@ TLS_KEY = "key.pem"
 ACME_ROOT = "/var/www/acme"
 # The host a console route reaches: its network alias (the port comes from CONSOLES).
 CONSOLE_HOSTS = {"kibana": "kibana", "minio-console": "minio"}
-# An SSE stream stays open between events: its read timeout is at least this long.
-SSE_READ_TIMEOUT = timedelta(hours=1)
+# An SSE stream or a WebSocket stays open between messages: its read timeout is at least this long.
+STREAM_READ_TIMEOUT = timedelta(hours=1)
 PERMISSIONS_POLICY = "camera=(), geolocation=(), microphone=(), payment=(), usb=()"
 # Assets under a static_cache route that get Cache-Control immutable: Next.js' hashed build output,
 # and files by extension.
@@ -152,7 +152,8 @@ def _server(settings: Settings, proxy: ProxySettings, site: Site, ports: tuple[s
 
 def _location(settings: Settings, proxy: ProxySettings, route: Route) -> Location:
     host, port = _upstream(settings, route)
-    read_timeout = max(route.read_timeout, SSE_READ_TIMEOUT) if route.sse else route.read_timeout
+    streams = route.sse or route.websocket
+    read_timeout = max(route.read_timeout, STREAM_READ_TIMEOUT) if streams else route.read_timeout
     limit = None
     if route.rate_limit is not None:
         rule = proxy.rate_limits[route.rate_limit]

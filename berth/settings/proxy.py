@@ -76,7 +76,8 @@ class ProxySettings(BerthModel):
     http_redirect: bool = True
     rate_limits: dict[Name, RateLimit] = {}
     security_headers: bool = True
-    content_security_policy: str | None = None
+    # nginx would read "$" as a variable and '"' would end the header value.
+    content_security_policy: Annotated[str, AfterValidator(matching(r"[^$\"\n]+", "a policy without $, \" or newlines"))] | None = None
     gzip: bool = True
     client_max_body_size: ByteSize = 10 * 1024 * 1024
     sites: list[Site] = []
