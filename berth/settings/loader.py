@@ -150,7 +150,7 @@ def _is_type_tag(part: object) -> bool:
 def _path(loc: list[object]) -> str:
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        path += f"[{part}]" if isinstance(part, int) else ("." if path else "") + repr(str(part))[1:-1]
     return path
 
 

@@ -13,6 +13,7 @@ from berth.settings.base import BerthModel, ByteSize, Cadence, Duration, ImageRe
 ServerName = Annotated[str, AfterValidator(matching(
     r"(\{domain\}|\*|[a-z0-9*]([a-z0-9-]*[a-z0-9])?)(\.(\{domain\}|[a-z0-9]([a-z0-9-]*[a-z0-9])?))*|_",
     "a host name such as www.{domain}, api.example.com or _"))]
+HeaderValue = Annotated[str, AfterValidator(matching(r"[^$\"\n]+", "a header value without $, \" or newlines"))]
 Rate = Annotated[str, AfterValidator(matching(r"[1-9][0-9]*r/[sm]", "a rate like 10r/s or 30r/m"))]
 
 
@@ -77,7 +78,7 @@ class ProxySettings(BerthModel):
     rate_limits: dict[Name, RateLimit] = {}
     security_headers: bool = True
     # nginx would read "$" as a variable and '"' would end the header value.
-    content_security_policy: Annotated[str, AfterValidator(matching(r"[^$\"\n]+", "a policy without $, \" or newlines"))] | None = None
+    content_security_policy: HeaderValue | None = None
     gzip: bool = True
     client_max_body_size: ByteSize = 10 * 1024 * 1024
     sites: list[Site] = []
