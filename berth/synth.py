@@ -51,7 +51,8 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
     return {
         "stack": stack,
         "blueprint": settings.blueprint,
-        "resources": monitor.records,
+        # Registration order varies from run to run (it is async); sorted, two synths diff cleanly.
+        "resources": sorted(monitor.records, key=lambda record: (record["type"], record["name"])),
         "outputs": _stack_outputs(reveal),
     }
 

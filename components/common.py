@@ -17,6 +17,7 @@ import pulumi_random as random
 from berth.plan.containers import (
     SERVICE_RESTART,
     docker_name,
+    effective_logging,
     env_list,
     healthcheck,
     log_args,
@@ -79,6 +80,7 @@ class ContainerSpec:
     wait_timeout: int = SERVICE_WAIT_SECONDS
     extra: Mapping[str, object] = field(default_factory=dict)
     create_timeout: int | None = None
+    local_logs: bool = False  # json-file rotation whatever the stack's driver (the ELK services)
 
 
 def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, parent: pulumi.Resource,
@@ -101,7 +103,7 @@ def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, par
         "destroy_grace_seconds": seconds(spec.grace),
         "stop_timeout": seconds(spec.grace),
         "name": spec.fixed_name,
-        **log_args(settings.logging, tag=spec.fixed_name or resource_name),
+        **log_args(effective_logging(settings, spec.local_logs), tag=spec.fixed_name or resource_name),
         **resource_args(spec.resources),
         **spec.extra,
     }

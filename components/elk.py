@@ -44,6 +44,8 @@ class Elk(pulumi.ComponentResource):
         self.url = pulumi.Output.secret(self.elastic_password.apply(
             lambda pw: plan.ELASTICSEARCH_URL.replace("http://", f"http://elastic:{pw}@")))
         assert es.resources.limits.memory is not None
+        # Containers' logs come to this Logstash when the stack logs by gelf without an address of its own.
+        gelf = settings.logging.driver == "gelf" and not settings.logging.address
         self.elasticsearch = container(f"{name}-elasticsearch", args, ContainerSpec(
             image=es.image,
             placement=Placement(networks=[args.data_network], aliases=["elasticsearch"]),
@@ -54,6 +56,7 @@ class Elk(pulumi.ComponentResource):
             volumes={"/usr/share/elasticsearch/data": self.volume.name},
             fixed_name=docker_name(settings, "elasticsearch"),
             grace=es.stop_grace,
+            local_logs=True,
             extra={"ulimits": [docker.ContainerUlimitArgs(name="nofile", soft=NOFILE, hard=NOFILE)]},
         ), parent=self)
         self.kibana_job = container(f"{name}-kibana-password", args, ContainerSpec(
@@ -62,6 +65,7 @@ class Elk(pulumi.ComponentResource):
             secret_env={"ELASTIC_PASSWORD": self.elastic_password, "KIBANA_PASSWORD": kibana_password},
             command=["-c", plan.kibana_password_job_script()],
             restart="no",
+            local_logs=True,
             extra={"entrypoints": ["/bin/sh"], **ONE_SHOT},
         ), parent=self, depends_on=[self.elasticsearch])
         gate = exit_gate(self.kibana_job, f"{name}-kibana-password")
@@ -73,9 +77,13 @@ class Elk(pulumi.ComponentResource):
             secret_env={plan.LOGSTASH_PASSWORD_ENV: self.elastic_password},
             health=(http_probe(9600, "/", ls.healthcheck.timeout), ls.healthcheck),
             resources=ls.resources,
-            uploads=[upload(plan.LOGSTASH_PIPELINE_PATH, plan.logstash_pipeline(ls), secret=False)],
+            uploads=[upload(plan.LOGSTASH_PIPELINE_PATH, plan.logstash_pipeline(ls, gelf=gelf), secret=False)],
             fixed_name=docker_name(settings, "logstash"),
-            extra={"labels": [docker.ContainerLabelArgs(label="berth.after.kibana-password", value=gate)]},
+            local_logs=True,
+            extra={"labels": [docker.ContainerLabelArgs(label="berth.after.kibana-password", value=gate)],
+                   # The docker daemon sends gelf from the host: loopback only, never a public address.
+                   **({"ports": [docker.ContainerPortArgs(internal=ls.gelf_port, external=ls.gelf_port,
+                                                          ip="127.0.0.1", protocol="udp")]} if gelf else {})},
         ), parent=self, depends_on=[self.elasticsearch])
         networks = [args.data_network] + ([args.edge_network] if _kibana_routed(settings) else [])
         self.kibana = container(f"{name}-kibana", args, ContainerSpec(
@@ -86,6 +94,7 @@ class Elk(pulumi.ComponentResource):
             health=(http_probe(5601, "/api/status", kb.healthcheck.timeout), kb.healthcheck),
             resources=kb.resources,
             fixed_name=docker_name(settings, "kibana"),
+            local_logs=True,
             extra={"labels": [docker.ContainerLabelArgs(label="berth.after.kibana-password", value=gate)]},
         ), parent=self, depends_on=[self.kibana_job])
         self.register_outputs({"volume": self.volume.name})

@@ -32,12 +32,17 @@ def docker_name(settings: Settings, *parts: str) -> str:
 
 
 def resolve_image(ref: str, overrides: Mapping[str, str]) -> str:
-    """Apply the stack's image overrides: an exact reference wins, else a repository match keeps the tag."""
+    """Apply the stack's image overrides.
+
+    An exact reference wins. Else a repository key moves the image to another repository and keeps
+    its tag or digest, unless the replacement names its own tag or digest, which then wins whole.
+    """
     if ref in overrides:
         return overrides[ref]
     repository, suffix = split_image(ref)
     if repository in overrides:
-        return overrides[repository] + suffix
+        replacement = overrides[repository]
+        return replacement if split_image(replacement)[1] else replacement + suffix
     return ref
 
 
@@ -115,8 +120,26 @@ def resource_args(resources: Resources) -> dict[str, object]:
     return args
 
 
+def effective_logging(settings: Settings, local: bool = False) -> LogSettings:
+    """The log settings a container runs with.
+
+    ``local`` containers (the ELK services themselves) keep json-file rotation, so Logstash never
+    logs to itself; gelf without an address goes to the stack's Logstash on the host's loopback.
+    """
+    logging = settings.logging
+    if local:
+        return LogSettings(max_size=logging.max_size, max_file=logging.max_file)
+    if logging.driver == "gelf" and not logging.address and settings.elk is not None:
+        return logging.model_copy(update={"address": f"udp://127.0.0.1:{settings.elk.logstash.gelf_port}"})
+    return logging
+
+
 def log_args(logging: LogSettings, tag: str) -> dict[str, object]:
-    """The log driver and its options; every value a string, as the engine reports them back."""
+    """The log driver and its options; every value a string, as the engine reports them back.
+
+    Always both, on every container: options the daemon fills in from its own defaults are read back
+    and force a replacement on every apply (kreuzwerker/terraform-provider-docker#473, #873).
+    """
     if logging.driver in ("json-file", "local"):
         opts = {"max-size": f"{mebibytes(logging.max_size)}m", "max-file": str(logging.max_file)}
     else:

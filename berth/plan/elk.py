@@ -31,11 +31,15 @@ def java_opts(heap: int) -> str:
     return f"-Xms{heap}m -Xmx{heap}m"
 
 
-def logstash_pipeline(settings: LogstashSettings, elasticsearch_url: str = ELASTICSEARCH_URL) -> str:
-    """Render the pipeline: JSON lines over TCP, the settings' filter if any, into Elasticsearch."""
+def logstash_pipeline(settings: LogstashSettings, elasticsearch_url: str = ELASTICSEARCH_URL,
+                      gelf: bool = False) -> str:
+    """Render the pipeline: JSON lines over TCP, gelf over UDP for container logs, filter, Elasticsearch.
+
+    The filter block is the settings' own, copied when given; gelf is there only when asked.
+    """
     _check_string("index", settings.index)
     _check_string("elasticsearch_url", elasticsearch_url)
-    blocks = [_input_block(settings.tcp_port)]
+    blocks = [_input_block(settings.tcp_port, settings.gelf_port if gelf else None)]
     if settings.filter.strip():
         blocks.append("filter {\n" + _indent(settings.filter.strip()) + "\n}")
     blocks.append(_output_block(settings.index, elasticsearch_url))
@@ -48,8 +52,9 @@ def _check_string(what: str, value: str) -> None:
         raise ValueError(f"{what}: {value!r} cannot contain a double quote, backslash or newline")
 
 
-def _input_block(port: int) -> str:
-    return f"input {{\n  tcp {{\n    port => {port}\n    codec => json_lines\n  }}\n}}"
+def _input_block(port: int, gelf_port: int | None) -> str:
+    gelf = f"\n  gelf {{\n    port => {gelf_port}\n  }}" if gelf_port else ""
+    return f"input {{\n  tcp {{\n    port => {port}\n    codec => json_lines\n  }}{gelf}\n}}"
 
 
 def _output_block(index: str, url: str) -> str:

@@ -55,7 +55,15 @@ Grace = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_at
 ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
 Cpus = Annotated[float, BeforeValidator(lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v),
                  Field(gt=0, le=1024)]
-Secret = Annotated[SecretStr, BeforeValidator(lambda v: SecretStr(v) if isinstance(v, str) else v)]
+def _non_blank_secret(value: SecretStr) -> SecretStr:
+    # An empty requirepass switches Redis authentication off; no service should get a blank secret.
+    if not value.get_secret_value().strip():
+        raise ValueError("a secret may not be empty or blank")
+    return value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(lambda v: SecretStr(v) if isinstance(v, str) else v),
+                   AfterValidator(_non_blank_secret)]
 
 # A service name is also its DNS alias on the stack's networks.
 Name = Annotated[str, AfterValidator(matching(r"[a-z][a-z0-9-]{0,40}",

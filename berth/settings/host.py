@@ -62,8 +62,9 @@ class LogSettings(BerthModel):
 
     @model_validator(mode="after")
     def _address_for_remote(self) -> LogSettings:
-        if self.driver in ("gelf", "syslog") and not self.address:
-            raise ValueError(f"driver {self.driver} needs an address, e.g. udp://127.0.0.1:12201")
+        # gelf without an address goes to the stack's own Logstash; Settings checks there is one.
+        if self.driver == "syslog" and not self.address:
+            raise ValueError("driver syslog needs an address, e.g. udp://127.0.0.1:514")
         if self.driver in ("json-file", "local") and self.address:
             raise ValueError(f"address is only for gelf or syslog, not {self.driver}")
         return self

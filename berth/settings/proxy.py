@@ -88,10 +88,11 @@ class ProxySettings(BerthModel):
     def _consistent(self) -> ProxySettings:
         if self.http_redirect and self.tls.mode == "none":
             raise ValueError("http_redirect needs tls.mode other than none")
-        for site in self.sites:
-            for route in site.routes:
+        for i, site in enumerate(self.sites):
+            for j, route in enumerate(site.routes):
                 if route.rate_limit is not None and route.rate_limit not in self.rate_limits:
-                    raise ValueError(f"route {route.path}: rate_limit {route.rate_limit!r} is not in rate_limits")
+                    raise ValueError(f"sites[{i}].routes[{j}].rate_limit: {route.rate_limit!r} is not one of "
+                                     f"{sorted(self.rate_limits)}")
         names = [name for site in self.sites for name in site.server_names]
         for name in names:
             if names.count(name) > 1:

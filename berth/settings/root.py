@@ -112,11 +112,13 @@ class Settings(BerthModel):
                 self._check_workload(kind, name, workload)
         if self.proxy is not None and self.proxy.enabled:
             routable = set(self.enabled_apps) | {c for c in CONSOLES if self._console_enabled(c)}
-            for site in self.proxy.sites:
-                for route in site.routes:
+            for i, site in enumerate(self.proxy.sites):
+                for j, route in enumerate(site.routes):
                     if route.app not in routable:
-                        raise ValueError(f"proxy: route {route.path} goes to {route.app!r}, which is not one of "
-                                         f"{sorted(routable)}")
+                        raise ValueError(f"proxy.sites[{i}].routes[{j}].app: {route.app!r} (route {route.path}) "
+                                         f"is not one of {sorted(routable)}")
+        if self.logging.driver == "gelf" and not self.logging.address and not self.service("logstash"):
+            raise ValueError("logging.address: driver gelf needs an address, or elk in the stack to send to")
         self._no_cycles()
         return self
 

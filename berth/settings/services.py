@@ -55,12 +55,14 @@ class PostgresSettings(DataService):
 
     @model_validator(mode="after")
     def _distinct_roles(self) -> PostgresSettings:
-        owners = [db.owner or name for name, db in self.databases.items()]
-        for owner in owners:
+        seen: set[str] = set()
+        for name, db in self.databases.items():
+            owner = db.owner or name
             if owner == self.user:
-                raise ValueError(f"databases: owner {owner!r} is the superuser; give each database its own role")
-            if owners.count(owner) > 1:
-                raise ValueError(f"databases: owner {owner!r} owns more than one database; roles are isolated")
+                raise ValueError(f"databases.{name}.owner: {owner!r} is the superuser; give each database its own role")
+            if owner in seen:
+                raise ValueError(f"databases.{name}.owner: {owner!r} owns more than one database; roles are isolated")
+            seen.add(owner)
         return self
 
 
@@ -115,9 +117,10 @@ class RabbitMQSettings(DataService):
             for vhost in user.vhosts:
                 if vhost not in self.vhosts:
                     raise ValueError(f"users.{user_name}.vhosts: {vhost!r} is not in vhosts {list(self.vhosts)}")
-        for queue in self.queues:
+        for i, queue in enumerate(self.queues):
             if queue.vhost not in self.vhosts:
-                raise ValueError(f"queues: {queue.name!r} is in vhost {queue.vhost!r}, which is not in vhosts")
+                raise ValueError(f"queues[{i}].vhost: {queue.vhost!r} (queue {queue.name}) is not in vhosts "
+                                 f"{list(self.vhosts)}")
         return self
 
 
@@ -153,7 +156,11 @@ class LogstashSettings(BerthModel):
 
     image: ImageRef = "docker.elastic.co/logstash/logstash:8.11.3"
     tcp_port: int = Field(default=5000, ge=1024, le=65535)
-    index: str = "logs-%{+YYYY.MM.dd}"
+    # Where containers' gelf logs arrive when logging.driver is gelf: published on the host's 127.0.0.1 only.
+    gelf_port: int = Field(default=12201, ge=1024, le=65535)
+    # Logstash strings process no escapes, so a quote or backslash cannot be written in one.
+    index: Annotated[str, AfterValidator(matching(r"[^\"\\\n]+", "an index name without quotes or backslashes"))] = (
+        "logs-%{+YYYY.MM.dd}")
     # Extra filter{} body, copied verbatim into the pipeline.
     filter: str = ""
     resources: Resources = Resources.model_validate({"limits": {"memory": 1024**3}})

@@ -255,3 +255,10 @@ def test_job_rejects_control_characters(tmp_path):
     result = run_job(tmp_path, "http://127.0.0.1:9", "e", "line\nbreak")
     assert result.returncode != 0
     assert "control characters" in result.stderr
+
+
+def test_pipeline_with_gelf_input_for_container_logs():
+    text = logstash_pipeline(LogstashSettings.model_validate({"gelf_port": 12202}), gelf=True)
+    assert text.startswith("input {\n  tcp {\n    port => 5000\n    codec => json_lines\n  }\n"
+                           "  gelf {\n    port => 12202\n  }\n}\noutput {\n")
+    assert "gelf" not in logstash_pipeline(LogstashSettings())

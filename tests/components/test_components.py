@@ -1,0 +1,553 @@
+"""The desired state of every blueprint under every stack, from Pulumi's mock runtime.
+
+Each test runs once per stack x blueprint (ids like "prod-praxifi") on a cached synth; see conftest.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pulumi
+import pytest
+
+from berth.plan.containers import needs_data_network
+from berth.settings import load_settings
+from berth.synth import SECRET, SynthMocks
+
+PROVIDER = "host-docker"
+CONTAINER = "docker:index/container:Container"
+VOLUME = "docker:index/volume:Volume"
+NETWORK = "docker:index/network:Network"
+GO_DURATION = re.compile(r"0s|[1-9]\d{0,2}ms|(?:[1-9]\d*h\d{1,2}m|[1-9]\d?m)?\d{1,2}(?:\.\d{1,3})?s")
+# A generated password: 32 or more letters and digits, with upper, lower and digits, standing alone.
+PASSWORD_LIKE = re.compile(r"(?<![A-Za-z0-9+/])(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*\d)"
+                           r"[A-Za-z0-9]{32,}(?![A-Za-z0-9+/])")
+# Data services whose long-running container is named <system>-<environment>-<service>.
+SERVICE_COMPONENT = {"postgres": "postgres", "redis": "redis", "rabbitmq": "rabbitmq", "minio": "minio",
+                     "elasticsearch": "elk", "logstash": "elk", "kibana": "elk"}
+
+
+def is_one_shot(record: dict[str, Any]) -> bool:
+    return record["inputs"].get("attach") is True
+
+
+def app_containers(synth) -> dict[str, list[dict[str, Any]]]:
+    return {name: [r for r in synth.children(name) if r["type"] == CONTAINER] for name in synth.settings.enabled_apps}
+
+
+def service_containers(synth) -> list[dict[str, Any]]:
+    """The long-running containers of data services (fixed names, not the proxy, apps or jobs)."""
+    workloads = {*synth.settings.enabled_apps, *synth.settings.enabled_jobs, "proxy"}
+    return [r for r in synth.containers if r["parent"] not in workloads and not is_one_shot(r)]
+
+
+def networks(record: dict[str, Any]) -> list[str]:
+    return [network["name"] for network in record["inputs"]["networksAdvanced"]]
+
+
+def occurs(value: str, text: str) -> bool:
+    """Whether `value` is in `text`, a json.dumps() of a synth result (so newlines are escaped)."""
+    return json.dumps(value)[1:-1] in text
+
+
+def walk_strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from walk_strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from walk_strings(item)
+
+
+# -- provider, types and key inputs ----------------------------------------------------------------
+
+
+def test_one_explicit_docker_provider_for_every_docker_resource(synthesized):
+    providers = synthesized.of_type("pulumi:providers:docker")
+    assert [(p["name"], p["parent"]) for p in providers] == [(PROVIDER, "host")]
+    assert providers[0]["inputs"]["host"] == synthesized.settings.host.url
+    docker = [r for r in synthesized.resources if r["type"].startswith("docker:")]
+    assert docker and {r["provider"] for r in docker} == {PROVIDER}
+
+
+def test_host_provider_matches_the_stack(synthesized):
+    inputs = synthesized.named(PROVIDER)["inputs"]
+    if synthesized.stack == "dev":
+        assert inputs == {"host": "unix:///var/run/docker.sock"}
+    else:
+        # Pulumi hands provider inputs over JSON-encoded.
+        assert (inputs["host"], json.loads(inputs["sshOpts"])) == (
+            f"ssh://deploy@{synthesized.stack}.example.com:22",
+            ["-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=30"])
+        assert sorted(inputs) == ["host", "sshOpts"]
+
+
+def test_components_follow_the_type_token_shape(synthesized):
+    components = [r for r in synthesized.resources if r["type"].startswith("berth:")]
+    assert {r["type"] for r in components} >= {"berth:stack:Stack", "berth:host:DockerHost", "berth:network:Networks",
+                                               "berth:images:Images", "berth:volumes:Volumes"}
+    assert all(re.fullmatch(r"berth:[a-z]+:[A-Z][A-Za-z]+", r["type"]) for r in components)
+    stack = synthesized.named(f"{synthesized.settings.name}-{synthesized.stack}")
+    assert stack["type"] == "berth:stack:Stack"
+
+
+def test_every_container_runs_a_pulled_image(synthesized):
+    pulled = {r["inputs"]["name"] for r in synthesized.of_type("remoteImage:RemoteImage")}
+    assert all(r["inputs"]["keepLocally"] is True for r in synthesized.of_type("remoteImage:RemoteImage"))
+    used = {r["inputs"]["image"] for r in synthesized.containers}
+    assert used == pulled
+
+
+def test_containers_rotate_logs_and_restart(synthesized):
+    for record in synthesized.containers:
+        inputs = record["inputs"]
+        assert (inputs["logDriver"], inputs["logOpts"]) == ("json-file", {"max-size": "10m", "max-file": "3"})
+        expected = "no" if is_one_shot(record) else "unless-stopped"
+        if record["parent"] in synthesized.settings.enabled_apps:
+            expected = synthesized.settings.apps[record["parent"]].restart
+        assert inputs["restart"] == expected, record["name"]
+
+
+def test_healthchecks_on_data_services_apps_and_proxy(synthesized):
+    checked = service_containers(synthesized) + [synthesized.named("proxy-container")]
+    for name, containers in app_containers(synthesized).items():
+        assert synthesized.settings.apps[name].healthcheck is not None
+        checked += containers
+    assert len(checked) >= 2
+    for record in checked:
+        check = record["inputs"]["healthcheck"]
+        assert check["tests"][0] in ("CMD", "CMD-SHELL") and len(check["tests"]) >= 2, record["name"]
+        assert all(GO_DURATION.fullmatch(check[key]) for key in ("interval", "timeout", "startPeriod")), check
+        assert check["retries"] >= 1
+        assert record["inputs"]["wait"] is True and record["inputs"]["waitTimeout"] >= 10
+
+
+def test_one_shot_containers_do_not_wait_for_health(synthesized):
+    settings = synthesized.settings
+    expected = {f"{job}-job" for job in settings.enabled_jobs}
+    if settings.service("minio") and settings.minio is not None and settings.minio.buckets:
+        expected.add("minio-buckets")
+    if settings.service("elasticsearch"):
+        expected.add("elk-kibana-password")
+    one_shots = [record for record in synthesized.containers if is_one_shot(record)]
+    assert {record["name"] for record in one_shots} == expected
+    for record in one_shots:
+        assert record["inputs"]["wait"] is False and "healthcheck" not in record["inputs"]
+        assert (record["inputs"]["mustRun"], record["inputs"]["logs"]) == (False, True)
+
+
+def test_app_healthchecks_probe_the_app_port(synthesized):
+    for name, containers in app_containers(synthesized).items():
+        app = synthesized.settings.apps[name]
+        assert app.healthcheck is not None and app.healthcheck.http is not None
+        for record in containers:
+            assert f"http://127.0.0.1:{app.port}{app.healthcheck.http}" in record["inputs"]["healthcheck"]["tests"][1]
+
+
+def test_one_edge_and_one_internal_data_network(synthesized):
+    found = sorted((r["name"], r["inputs"]["name"], r["inputs"].get("internal", False))
+                   for r in synthesized.of_type(NETWORK))
+    assert found == [("network-data", synthesized.docker_name("data"), True),
+                     ("network-edge", synthesized.docker_name("edge"), False)]
+
+
+def test_data_services_only_on_the_data_network(synthesized):
+    services = service_containers(synthesized)
+    assert bool(services) is any(synthesized.settings.service(name) for name in SERVICE_COMPONENT)
+    data = synthesized.docker_name("data")
+    for record in services:
+        assert networks(record) == [data], record["name"]
+    for record in synthesized.containers:
+        if is_one_shot(record) and record["parent"] not in synthesized.settings.enabled_jobs:
+            assert networks(record) == [data], record["name"]
+
+
+def test_apps_and_jobs_join_the_data_network_only_when_they_need_it(synthesized):
+    edge, data = synthesized.docker_name("edge"), synthesized.docker_name("data")
+    settings = synthesized.settings
+    for record in synthesized.containers:
+        workload = settings.enabled_apps.get(record["parent"]) or settings.enabled_jobs.get(record["parent"])
+        if workload is not None:
+            assert networks(record) == ([edge, data] if needs_data_network(workload) else [edge]), record["name"]
+    assert networks(synthesized.named("proxy-container")) == [edge]
+
+
+# -- exposure ------------------------------------------------------------------------------------
+
+
+def test_only_the_proxy_publishes_ports(synthesized):
+    publishing = [r["name"] for r in synthesized.containers if "ports" in r["inputs"]]
+    assert publishing == ["proxy-container"]
+
+
+def test_proxy_ports_carry_address_and_protocol(synthesized):
+    proxy = synthesized.settings.proxy
+    assert proxy is not None
+    bind, http, https = ("127.0.0.1", 8080, 8443) if synthesized.stack == "dev" else ("0.0.0.0", 80, 443)
+    assert (proxy.bind, proxy.http_port, proxy.https_port) == (bind, http, https)
+    ports = synthesized.named("proxy-container")["inputs"]["ports"]
+    assert sorted(ports, key=lambda p: p["internal"]) == [
+        {"internal": 80, "external": http, "ip": bind, "protocol": "tcp"},
+        {"internal": 443, "external": https, "ip": bind, "protocol": "tcp"},
+    ]
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+
+
+def test_no_generated_secret_appears_in_the_masked_synth(synthesized):
+    passwords = synthesized.of_type("randomPassword:RandomPassword")
+    assert len(synthesized.generated) >= len(passwords) >= 1
+    text = json.dumps(synthesized.result)
+    assert [value for value in synthesized.generated if occurs(value, text)] == []
+
+
+def test_nothing_password_like_outside_certificates(synthesized):
+    strings = [s for s in walk_strings(synthesized.result) if "-----BEGIN CERTIFICATE-----" not in s]
+    assert [s for s in strings if PASSWORD_LIKE.search(s)] == []
+
+
+def test_generated_passwords_are_long_and_plain(synthesized):
+    for record in synthesized.of_type("randomPassword:RandomPassword"):
+        assert record["inputs"]["special"] is False and record["inputs"]["length"] >= 32, record["name"]
+        assert record["provider"] is None  # pulumi-random's own provider, not the docker host
+
+
+def test_envs_with_secrets_are_secret(synthesized):
+    settings = synthesized.settings
+    for record in synthesized.containers:
+        workload = settings.enabled_apps.get(record["parent"]) or settings.enabled_jobs.get(record["parent"])
+        if workload is not None:
+            if workload.secrets:
+                assert record["inputs"]["envs"] == SECRET, record["name"]
+            else:
+                assert isinstance(record["inputs"]["envs"], list) and record["inputs"]["envs"] == sorted(
+                    record["inputs"]["envs"], key=lambda line: line.split("=", 1)[0])
+    for service in ("postgres", "redis"):
+        if settings.service(service):
+            assert synthesized.named(f"{service}-container")["inputs"]["envs"] == SECRET
+
+
+def test_secret_files_are_uploaded_as_secrets(synthesized):
+    uploads = {(r["name"], u["file"]): u["content"]
+               for r in synthesized.containers for u in r["inputs"].get("uploads", [])}
+    assert uploads[("proxy-container", "/etc/nginx/tls/key.pem")] == SECRET
+    assert uploads[("proxy-container", "/etc/nginx/tls/cert.pem")].startswith("-----BEGIN CERTIFICATE-----")
+    assert uploads[("proxy-container", "/etc/nginx/nginx.conf")] != SECRET
+    settings = synthesized.settings
+    if settings.redis is not None:
+        assert uploads[("redis-container", "/usr/local/etc/redis/berth.conf")] == SECRET
+    if settings.postgres is not None and settings.postgres.databases:
+        assert uploads[("postgres-container", "/docker-entrypoint-initdb.d/10-berth.sql")] == SECRET
+    if settings.rabbitmq is not None:
+        assert uploads[("rabbitmq-container", "/etc/rabbitmq/definitions.json")] == SECRET
+
+
+def test_tls_key_feeds_the_certificate_as_a_secret(synthesized):
+    cert = synthesized.named("proxy-tls-cert")["inputs"]
+    assert cert["privateKeyPem"] == SECRET
+    assert cert["subject"] == {"commonName": cert["dnsNames"][0], "organization": "berth self-signed"}
+    domain = synthesized.settings.domain
+    assert all(name == domain or name.endswith(f".{domain}") for name in cert["dnsNames"])
+
+
+def test_connections_output_is_secret(synthesized):
+    outputs = synthesized.result["outputs"]
+    assert outputs["connections"] == SECRET
+    assert outputs["environment"] == synthesized.stack
+    assert outputs["networks"] == {"edge": synthesized.docker_name("edge"), "data": synthesized.docker_name("data")}
+
+
+# -- data outlives containers ----------------------------------------------------------------------
+
+
+def test_volumes_are_retained_and_protected_in_prod(synthesized):
+    volumes = synthesized.of_type("volume:Volume")
+    assert volumes
+    for record in volumes:
+        options = record["options"]
+        assert (options["retain_on_delete"], options["protect"]) == (True, synthesized.stack == "prod"), record["name"]
+        assert record["inputs"]["name"].startswith(synthesized.docker_name())
+
+
+def test_only_volumes_are_protected_or_retained(synthesized):
+    others = [r["name"] for r in synthesized.resources
+              if r["type"] != VOLUME and (r["options"]["protect"] or r["options"]["retain_on_delete"])]
+    assert others == []
+
+
+def test_every_volume_is_mounted_by_a_container_of_its_owner(synthesized):
+    mounts = {(r["parent"], m["volumeName"]) for r in synthesized.containers for m in r["inputs"].get("volumes", [])}
+    for volume in synthesized.of_type("volume:Volume"):
+        owners = {parent for parent, name in mounts if name == volume["inputs"]["name"]}
+        if volume["parent"] == "volumes":  # shared by apps and jobs
+            assert owners and owners <= {*synthesized.settings.enabled_apps, *synthesized.settings.enabled_jobs}
+        else:
+            assert owners == {volume["parent"]}, volume["name"]
+
+
+# -- replacement -----------------------------------------------------------------------------------
+
+
+def test_apps_are_replaced_create_before_delete(synthesized):
+    for name, containers in app_containers(synthesized).items():
+        app = synthesized.settings.apps[name]
+        assert sorted(r["name"] for r in containers) == [f"{name}-{i}" for i in range(app.replicas)]
+        for record in containers:
+            inputs = record["inputs"]
+            assert record["options"]["delete_before_replace"] is False
+            assert "name" not in inputs  # autonamed, so old and new can run side by side
+            assert inputs["wait"] is True and inputs["waitTimeout"] == app.wait_timeout
+            assert inputs["destroyGraceSeconds"] == int(app.grace.total_seconds()) >= 30
+            assert [(n["name"], n["aliases"]) for n in inputs["networksAdvanced"]][0] == (
+                synthesized.docker_name("edge"), [name])
+
+
+def test_fixed_names_replace_delete_first(synthesized):
+    fixed = service_containers(synthesized) + [synthesized.named("proxy-container")]
+    for record in fixed:
+        assert record["options"]["delete_before_replace"] is True, record["name"]
+        alias = record["inputs"]["networksAdvanced"][0]["aliases"][0]
+        assert record["inputs"]["name"] == synthesized.docker_name(alias)
+    for record in synthesized.containers:
+        if record not in fixed:
+            assert "name" not in record["inputs"] and record["options"]["delete_before_replace"] is False
+
+
+def test_resource_names_are_unique(synthesized):
+    names = [r["name"] for r in synthesized.resources]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
+
+
+def test_docker_names_are_unique(synthesized):
+    names = [r["inputs"]["name"] for r in synthesized.resources
+             if r["type"] in (CONTAINER, VOLUME, NETWORK) and "name" in r["inputs"]]
+    assert len(names) == len(set(names)) >= 3
+
+
+# -- order -----------------------------------------------------------------------------------------
+
+
+def closure(synth, names: list[str]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo += synth.named(name)["options"]["dependencies"]
+    return seen
+
+
+def test_workloads_wait_for_what_they_depend_on(synthesized):
+    settings = synthesized.settings
+    checked = 0
+    for record in synthesized.containers:
+        workload = settings.enabled_apps.get(record["parent"]) or settings.enabled_jobs.get(record["parent"])
+        if workload is None:
+            continue
+        direct = record["options"]["dependencies"]
+        before = closure(synthesized, direct)
+        for dep in workload.depends_on:
+            if dep in SERVICE_COMPONENT:
+                assert any(synthesized.named(d)["parent"] == SERVICE_COMPONENT[dep] for d in direct), (record, dep)
+                service = [r["name"] for r in service_containers(synthesized) if r["inputs"]["name"] ==
+                           synthesized.docker_name(dep)]
+                assert len(service) == 1 and service[0] in before, (record["name"], dep)
+            elif dep in settings.enabled_jobs:
+                assert f"{dep}-job" in direct, (record["name"], dep)
+            else:
+                replicas = settings.apps[dep].replicas
+                assert {f"{dep}-{i}" for i in range(replicas)} <= set(direct), (record["name"], dep)
+            checked += 1
+    assert checked == sum(len(w.depends_on) * getattr(w, "replicas", 1)
+                          for w in (*settings.enabled_apps.values(), *settings.enabled_jobs.values()))
+
+
+def test_the_proxy_waits_for_every_app(synthesized):
+    depends_on = set(synthesized.named("proxy-container")["options"]["depends_on"])
+    apps = {r["name"] for containers in app_containers(synthesized).values() for r in containers}
+    assert apps and apps <= depends_on
+
+
+def test_data_services_wait_for_nothing_but_their_own_parts(synthesized):
+    for record in service_containers(synthesized):
+        parents = {synthesized.named(d)["parent"] for d in closure(synthesized, record["options"]["dependencies"])}
+        assert parents <= {record["parent"], "network", "images"}, record["name"]
+
+
+# -- a routed console joins the edge network ------------------------------------------------------
+
+CONSOLE_SITES = {"proxy": {"sites": [
+    {"server_names": ["app.{domain}"], "routes": [{"path": "/", "app": "client"}]},
+    {"server_names": ["kibana.{domain}"], "routes": [{"path": "/", "app": "kibana"}]},
+    {"server_names": ["s3.{domain}"], "routes": [{"path": "/", "app": "minio-console"}]},
+]}}
+
+
+def test_routed_consoles_join_the_edge_network(synth_with):
+    synth = synth_with("staging", "sentineliq", overrides=CONSOLE_SITES)
+    edge, data = synth.docker_name("edge"), synth.docker_name("data")
+    placed = {r["name"]: networks(r) for r in service_containers(synth)}
+    assert placed == {
+        "postgres-container": [data], "redis-container": [data], "minio-container": [data, edge],
+        "elk-elasticsearch": [data], "elk-logstash": [data], "elk-kibana": [data, edge],
+    }
+    assert [r["name"] for r in synth.containers if "ports" in r["inputs"]] == ["proxy-container"]
+
+
+def test_gelf_logging_goes_to_the_stacks_logstash_on_loopback(synth_with):
+    synth = synth_with("dev", "sentineliq", overrides={"logging": {"driver": "gelf"}})
+    elk = {"elk-elasticsearch", "elk-kibana-password", "elk-logstash", "elk-kibana"}
+    for record in synth.containers:
+        driver, opts = record["inputs"]["logDriver"], record["inputs"]["logOpts"]
+        if record["name"] in elk:  # Logstash must not log to itself, nor wait for itself to start
+            assert (driver, opts) == ("json-file", {"max-size": "10m", "max-file": "3"}), record["name"]
+        else:
+            assert driver == "gelf", record["name"]
+            assert opts["gelf-address"] == "udp://127.0.0.1:12201", record["name"]
+    assert synth.named("elk-logstash")["inputs"]["ports"] == [
+        {"internal": 12201, "external": 12201, "ip": "127.0.0.1", "protocol": "udp"}]
+    pipeline = [u for u in synth.named("elk-logstash")["inputs"]["uploads"] if u["file"].endswith("logstash.conf")]
+    assert "gelf {\n    port => 12201\n  }" in pipeline[0]["content"]
+
+
+# -- switching an app on per stack -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def databaseai_llm(synth_with):
+    return synth_with("prod", "databaseai", overrides={"apps": {"llm": {"enabled": True}}})
+
+
+def test_databaseai_llm_is_absent_by_default(synth_of):
+    default = synth_of("prod", "databaseai")
+    assert "llm" not in default.settings.enabled_apps
+    assert not [r for r in default.resources if "llm" in r["name"] or "vllm" in json.dumps(r["inputs"])]
+
+
+def test_databaseai_llm_is_present_when_the_stack_switches_it_on(databaseai_llm):
+    synth = databaseai_llm
+    assert synth.named("llm")["type"] == "berth:app:AppService"
+    container = synth.named("llm-0")
+    inputs = container["inputs"]
+    assert inputs["image"] == "vllm/vllm-openai:latest"
+    assert inputs["waitTimeout"] == 1800
+    assert inputs["healthcheck"]["startPeriod"] == "10m0s" and inputs["healthcheck"]["retries"] == 5
+    assert inputs["volumes"] == [
+        {"volumeName": "databaseai-prod-llm_models", "containerPath": "/root/.cache/huggingface"}]
+    volume = synth.named("volume-llm_models")
+    assert (volume["options"]["protect"], volume["options"]["retain_on_delete"]) == (True, True)
+    assert synth.result["outputs"]["volumes"] == {"llm_models": "databaseai-prod-llm_models"}
+    assert "llm-0" in synth.named("proxy-container")["options"]["depends_on"]
+
+
+# -- given secrets, TLS material and the reveal switch -------------------------------------------
+
+GIVEN = {
+    "registry": "given-registry-password-5150",
+    "redis": "given-redis-password-8086",
+    "jwt": "given-jwt-value-1234567890",
+    "database": "given-database-password-2718",
+    "ca": "-----BEGIN CERTIFICATE-----\ngiven-ca-material\n-----END CERTIFICATE-----\n",
+    "cert": "-----BEGIN CERTIFICATE-----\ngiven-cert-material\n-----END CERTIFICATE-----\n",
+    "key": "-----BEGIN PRIVATE KEY-----\ngiven-key-material\n-----END PRIVATE KEY-----\n",
+}
+MARKERS = ("given-ca-material", "given-cert-material", "given-key-material")
+OVERRIDES = {
+    "host": {"url": "tcp://docker.example.com:2376", "ssh_opts": [], "ca": GIVEN["ca"], "cert": GIVEN["cert"],
+             "key": GIVEN["key"]},
+    "registries": [{"address": "ghcr.io", "username": "bot", "password": GIVEN["registry"]}],
+    "redis": {"password": GIVEN["redis"]},
+    "secrets": {"jwt-secret": {"value": GIVEN["jwt"]}},
+    "postgres": {"databases": {"sentineliq": {"password": GIVEN["database"]}}},
+}
+
+
+@pytest.fixture(scope="module")
+def given_secrets(synth_with):
+    return synth_with("staging", "sentineliq", overrides=OVERRIDES)
+
+
+@pytest.fixture(scope="module")
+def revealed(synth_with):
+    return synth_with("staging", "sentineliq", reveal=True, overrides=OVERRIDES)
+
+
+def test_given_secrets_never_appear_masked(given_secrets):
+    text = json.dumps(given_secrets.result)
+    assert [name for name, value in GIVEN.items() if occurs(value, text)] == []
+    assert [marker for marker in MARKERS if marker in text] == []
+    assert [value for value in given_secrets.generated if occurs(value, text)] == []
+
+
+def test_provider_tls_material_and_registry_password_are_secret(given_secrets):
+    provider = given_secrets.named(PROVIDER)["inputs"]
+    assert provider["host"] == "tcp://docker.example.com:2376"
+    assert (provider["caMaterial"], provider["certMaterial"], provider["keyMaterial"]) == (SECRET, SECRET, SECRET)
+    assert provider["registryAuth"] == SECRET  # the whole list, since one of its values is secret
+    assert "sshOpts" not in provider
+
+
+def test_given_passwords_replace_generated_ones(given_secrets):
+    passwords = {r["name"] for r in given_secrets.of_type("randomPassword:RandomPassword")}
+    assert {"redis-password", "postgres-sentineliq-password", "secret-jwt-secret"}.isdisjoint(passwords)
+    assert {"postgres-password", "minio-root-password", "elk-elastic-password"} <= passwords
+
+
+def test_reveal_shows_what_the_masked_synth_hides(revealed):
+    text = json.dumps(revealed.result)
+    assert [name for name, value in GIVEN.items() if not occurs(value, text)] == []
+    passwords = [value for value in revealed.generated if value.isalnum()]
+    keys = [value for value in revealed.generated if value.startswith("-----BEGIN PRIVATE KEY-----")]
+    # postgres, minio root, elastic and kibana_system are generated; the rest were given.
+    assert (len(passwords), len(keys)) == (4, 1)
+    assert all(occurs(value, text) for value in passwords + keys)
+    provider = revealed.named(PROVIDER)["inputs"]
+    assert (provider["caMaterial"], provider["keyMaterial"]) == (GIVEN["ca"], GIVEN["key"])
+    assert json.loads(provider["registryAuth"]) == [
+        {"address": "ghcr.io", "username": "bot", "password": GIVEN["registry"]}]
+    connections = revealed.result["outputs"]["connections"]
+    assert connections["redis.url"] == f"redis://:{GIVEN['redis']}@redis:6379/0"
+    assert connections["postgres.databases.sentineliq.url"] == (
+        f"postgresql://sentineliq:{GIVEN['database']}@postgres:5432/sentineliq")
+
+
+# -- the decorator path: the Stack component built in-process under mocks --------------------------
+
+
+@pytest.fixture
+def pulumi_mocks():
+    """Pulumi's mock runtime with berth's synth mocks (real random passwords), for one test."""
+    pulumi.runtime.set_mocks(SynthMocks(), project="berth", stack="unit", preview=False)
+
+
+@pulumi.runtime.test
+def test_stack_component_outputs(pulumi_mocks):
+    from components.stack import Stack
+
+    settings = load_settings({"environment": "unit", "domain": "example.com"}, blueprint="sentineliq")
+    stack = Stack("sentineliq-unit", settings)
+
+    async def check() -> None:
+        assert await stack.postgres.url.is_secret()
+        assert await stack.postgres.password.is_secret()
+        assert await stack.redis.url.is_secret()
+        assert await stack.postgres.container.envs.is_secret()
+        assert all([await url.is_secret() for url in stack.connections.values()])
+        assert sorted(stack.connections) == ["elasticsearch.url", "postgres.databases.sentineliq.url", "postgres.url",
+                                             "redis.url"]
+        password = await stack.postgres.password.future()
+        assert isinstance(password, str) and re.fullmatch(r"[A-Za-z0-9]{32}", password)
+        assert await stack.postgres.url.future() == f"postgresql://postgres:{password}@postgres:5432/app"
+        assert not await stack.networks.data.name.is_secret()
+        assert await stack.networks.data.name.future() == "sentineliq-unit-data"
+        assert await stack.networks.data.internal.future() is True
+        assert sorted(stack.apps) == ["client", "server"] and sorted(stack.jobs) == ["migrate"]
+        assert stack.urls == ["https://app.example.com", "https://api.example.com"]
+
+    return check()
