@@ -20,6 +20,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR = "import pulumi, pulumi_docker"
 SYNTH = "from berth.synth import synth; import json, sys; synth('dev', {bp!r}, raw_overrides=json.loads(sys.argv[1]))"
+# The Pulumi SDK's own cost per app, without berth: the same three resources berth declares per app
+# (a component, a RemoteImage, a Container with just an image), registered under the same mocks.
+SDK = """
+import sys, pulumi, pulumi_docker as docker
+from pulumi.runtime.stack import run_pulumi_func
+from pulumi.runtime.sync_await import _sync_await
+from berth.synth import RecordingMonitor, SynthMocks
+
+def app(i):
+    parent = pulumi.ComponentResource("bench:app:App", f"app{i}")
+    image = docker.RemoteImage(f"image{i}", name=f"ghcr.io/bench/app{i}:1", opts=pulumi.ResourceOptions(parent=parent))
+    docker.Container(f"app{i}-0", image=image.image_id, opts=pulumi.ResourceOptions(parent=parent))
+
+mocks = SynthMocks()
+pulumi.runtime.set_mocks(mocks, project="bench", stack="bench", preview=False, monitor=RecordingMonitor(mocks, False))
+_sync_await(run_pulumi_func(lambda: [app(i) for i in range(int(sys.argv[1]))]))
+"""
 
 
 def timed(code: str, *args: str) -> float:
@@ -54,6 +71,10 @@ def main() -> None:
         print(f"synth {count:>3} apps          {sizes[count] * 1000:7.0f} ms  ({sizes[count] / floor:.2f}x)")
     slope = (sizes[500] - sizes[100]) / 400 * 1000
     print(f"growth 100->500 apps: {slope:.2f} ms/app")
+    sdk = {n: median(SDK, runs, str(n)) for n in (100, 500)}
+    per_app_floor = (sdk[500] - sdk[100]) / 400 * 1000
+    print(f"Pulumi SDK alone, 100->500 bare apps: {per_app_floor:.2f} ms/app "
+          f"(a component, an image and a container with only an image, as berth declares per app)")
 
 
 if __name__ == "__main__":
