@@ -32,11 +32,22 @@ def require(*paths: Path | str) -> None:
     assert not missing, f"render tests need these binaries (Debian packages): {missing}"
 
 
+def free_ports(count: int) -> list[int]:
+    """Distinct TCP ports that were free on every address a moment ago.
+
+    The sockets stay open until all are chosen: asked one at a time, the kernel may hand out the
+    same port twice (which made nginx see two default servers on one port).
+    """
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port that was free a moment ago."""
+    return free_ports(1)[0]
 
 
 def run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, input: str | None = None,

@@ -29,16 +29,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+import dnsstub  # tests/ is not a package: pytest puts this directory on sys.path
 import pytest
+from servers import free_ports
 
 from berth.errors import ConfigError
 from berth.plan.nginx import TLS_CERT, TLS_KEY, render_nginx_conf
 from berth.settings import ProxySettings, Route, Settings, Site, load_settings
-
-try:
-    from . import dnsstub
-except ImportError:  # tests/ is not a package: pytest put this directory on sys.path
-    import dnsstub  # type: ignore[no-redef]
 
 ROOT = Path(__file__).resolve().parents[2]
 BLUEPRINTS = sorted(path.stem for path in (ROOT / "blueprints").glob("*.yaml"))
@@ -340,12 +337,6 @@ def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
 def nginx_test(nginx: str, prefix: Path, conf: Path) -> str:
     result = subprocess.run([nginx, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True,
                             timeout=60)
@@ -403,7 +394,7 @@ def stack(request: pytest.FixtureRequest, nginx: str, tls_dir: Path,
                 raise AssertionError(f"{alias}:{port}: binding a stub upstream below 1024 needs root") from error
             threading.Thread(target=upstreams[alias, port].serve_forever, daemon=True).start()
         with dnsstub.DnsStub({alias: [address] for alias, address in addresses.items()}, default=None) as dns:
-            ports = {"http_port": free_port(), "https_port": free_port(), "health_port": free_port()}
+            ports = dict(zip(("http_port", "https_port", "health_port"), free_ports(3), strict=True))
             text = render_nginx_conf(settings, resolver=dns.address, http_port=ports["http_port"],
                                      https_port=ports["https_port"], tls_dir=str(tls_dir),
                                      health_listen=f"127.0.0.1:{ports['health_port']}",
