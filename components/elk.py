@@ -97,6 +97,7 @@ class Elk(pulumi.ComponentResource):
             local_logs=True,
             extra={"labels": [docker.ContainerLabelArgs(label="berth.after.kibana-password", value=gate)]},
         ), parent=self, depends_on=[self.kibana_job])
+        self.refs = {"elasticsearch.password": self.elastic_password, "elasticsearch.url": self.url}
         self.register_outputs({"volume": self.volume.name})
 
 

@@ -66,6 +66,7 @@ class Minio(pulumi.ComponentResource):
             ), parent=self, depends_on=[self.container])
             self.buckets_gate = exit_gate(self.buckets, f"{name}-buckets")
             self.ready = self.buckets
+        self.refs = {"minio.access_key": self.access_key, "minio.secret_key": self.secret_key}
         self.register_outputs({"volume": self.volume.name})
 
 

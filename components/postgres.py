@@ -45,6 +45,11 @@ class Postgres(pulumi.ComponentResource):
             grace=pg.stop_grace,
             extra={"stop_signal": "SIGINT"},  # smart shutdown: finish sessions, then checkpoint
         ), parent=self)
+        # What workloads may reference, by the names Settings.secret_refs() allows.
+        self.refs = {"postgres.password": self.password, "postgres.url": self.url}
+        for db in sorted(pg.databases):
+            self.refs[f"postgres.databases.{db}.password"] = self.database_passwords[db]
+            self.refs[f"postgres.databases.{db}.url"] = self.database_urls[db]
         self.register_outputs({"volume": self.volume.name, "url": self.url})
 
 

@@ -45,6 +45,10 @@ class RabbitMQ(pulumi.ComponentResource):
             grace=mq.stop_grace,
             extra={"hostname": NODE_HOST},
         ), parent=self)
+        self.refs = {"rabbitmq.admin_password": self.passwords[mq.admin_user], "rabbitmq.url": self.urls[mq.admin_user]}
+        for user in sorted(mq.users):
+            self.refs[f"rabbitmq.users.{user}.password"] = self.passwords[user]
+            self.refs[f"rabbitmq.users.{user}.url"] = self.urls[user]
         self.register_outputs({"volume": self.volume.name})
 
 

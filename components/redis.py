@@ -37,4 +37,5 @@ class Redis(pulumi.ComponentResource):
             fixed_name=docker_name(settings, "redis"),
             grace=rd.stop_grace,
         ), parent=self)
+        self.refs = {"redis.password": self.password, "redis.url": self.url}
         self.register_outputs({"volume": self.volume.name, "url": self.url})

@@ -43,10 +43,10 @@ class Stack(pulumi.ComponentResource):
                            data_network=self.networks.data.name)
         self.services = self._data_services(args, on_host)
         self.volumes = Volumes("volumes", settings, on_host)
-        book = self._secrets(settings)
+        self.secrets = self._secrets(settings)
         # Connection URLs for operators, exported as one secret.
-        self.connections = {ref: value for ref, value in book.items() if ref.endswith(".url")}
-        args = replace(args, secrets=book, after=dict(self.services), volumes=self.volumes.names)
+        self.connections = {ref: value for ref, value in self.secrets.items() if ref.endswith(".url")}
+        args = replace(args, secrets=self.secrets, after=dict(self.services), volumes=self.volumes.names)
         self.jobs: dict[str, Job] = {}
         self.apps: dict[str, AppService] = {}
         for kind, name_ in start_order(settings):
@@ -61,43 +61,26 @@ class Stack(pulumi.ComponentResource):
         self.register_outputs({"apps": list(self.apps), "services": list(self.services)})
 
     def _data_services(self, args: ServiceArgs, opts: pulumi.ResourceOptions) -> dict[str, pulumi.Resource]:
-        settings = args.settings
-        services: dict[str, pulumi.Resource] = {}
-        if settings.service("postgres"):
-            services["postgres"] = self.postgres = Postgres("postgres", args, opts)
-        if settings.service("redis"):
-            services["redis"] = self.redis = Redis("redis", args, opts)
-        if settings.service("rabbitmq"):
-            services["rabbitmq"] = self.rabbitmq = RabbitMQ("rabbitmq", args, opts)
-        if settings.service("minio"):
-            self.minio = Minio("minio", args, opts)
-            services["minio"] = self.minio.ready
-        if settings.service("elasticsearch"):
-            self.elk = Elk("elk", args, opts)
-            services |= {"elasticsearch": self.elk.elasticsearch, "logstash": self.elk.logstash,
-                         "kibana": self.elk.kibana}
-        return services
+        """Create the enabled data services; returns what workloads wait for, by dependency name."""
+        on = args.settings.service
+        self.postgres = Postgres("postgres", args, opts) if on("postgres") else None
+        self.redis = Redis("redis", args, opts) if on("redis") else None
+        self.rabbitmq = RabbitMQ("rabbitmq", args, opts) if on("rabbitmq") else None
+        self.minio = Minio("minio", args, opts) if on("minio") else None
+        self.elk = Elk("elk", args, opts) if on("elasticsearch") else None
+        services: dict[str, pulumi.Resource | None] = {
+            "postgres": self.postgres, "redis": self.redis, "rabbitmq": self.rabbitmq,
+            "minio": self.minio and self.minio.ready,  # apps wait for the buckets, not just the server
+            "elasticsearch": self.elk and self.elk.elasticsearch, "logstash": self.elk and self.elk.logstash,
+            "kibana": self.elk and self.elk.kibana,
+        }
+        return {name: resource for name, resource in services.items() if resource is not None}
 
     def _secrets(self, settings: Settings) -> dict[str, pulumi.Output[str]]:
-        book: dict[str, pulumi.Output[str]] = {}
-        for name, spec in sorted(settings.secrets.items()):
-            book[f"secrets.{name}"] = password(f"secret-{name}", self, spec.value, spec.length, spec.special)
-        if "postgres" in self.services:
-            book["postgres.password"], book["postgres.url"] = self.postgres.password, self.postgres.url
-            for db in self.postgres.database_urls:
-                book[f"postgres.databases.{db}.password"] = self.postgres.database_passwords[db]
-                book[f"postgres.databases.{db}.url"] = self.postgres.database_urls[db]
-        if "redis" in self.services:
-            book["redis.password"], book["redis.url"] = self.redis.password, self.redis.url
-        if "rabbitmq" in self.services:
-            admin = settings.rabbitmq.admin_user  # type: ignore[union-attr]
-            book["rabbitmq.admin_password"] = self.rabbitmq.passwords[admin]
-            book["rabbitmq.url"] = self.rabbitmq.urls[admin]
-            for user in settings.rabbitmq.users:  # type: ignore[union-attr]
-                book[f"rabbitmq.users.{user}.password"] = self.rabbitmq.passwords[user]
-                book[f"rabbitmq.users.{user}.url"] = self.rabbitmq.urls[user]
-        if "minio" in self.services:
-            book["minio.access_key"], book["minio.secret_key"] = self.minio.access_key, self.minio.secret_key
-        if "elasticsearch" in self.services:
-            book["elasticsearch.password"], book["elasticsearch.url"] = self.elk.elastic_password, self.elk.url
+        """Every value a workload may reference: user-declared secrets and each data service's refs."""
+        book = {f"secrets.{name}": password(f"secret-{name}", self, spec.value, spec.length, spec.special)
+                for name, spec in sorted(settings.secrets.items())}
+        for component in (self.postgres, self.redis, self.rabbitmq, self.minio, self.elk):
+            if component is not None:
+                book |= component.refs
         return book

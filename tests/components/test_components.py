@@ -551,3 +551,20 @@ def test_stack_component_outputs(pulumi_mocks):
         assert stack.urls == ["https://app.example.com", "https://api.example.com"]
 
     return check()
+
+
+@pulumi.runtime.test
+def test_every_reference_settings_allow_has_a_value(pulumi_mocks, valid):
+    # Settings validate references by name; the components provide the values. Both must agree.
+    from components.stack import Stack
+
+    settings = valid()
+    stack = Stack("unit", settings)
+    assert set(stack.secrets) == settings.secret_refs()
+    assert len(settings.secret_refs()) > 15  # every kind of data service is in the baseline
+
+    async def check() -> None:
+        for ref, value in stack.secrets.items():
+            assert await value.is_secret(), ref
+
+    return check()
