@@ -23,7 +23,6 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from berth import tlsmock
 from berth.settings import deep_merge, from_stack_files, load_settings
 from berth.settings.loader import PROJECT_ROOT
 
@@ -72,10 +71,8 @@ class SynthMocks(pulumi.runtime.Mocks):
             state["exitCode"] = 0
         elif args.typ == "random:index/randomPassword:RandomPassword":
             state["result"] = _password(int(state["length"]), bool(state.get("special", True)))
-        elif args.typ == "tls:index/privateKey:PrivateKey":
-            state.update(tlsmock.private_key(state.get("algorithm", "ECDSA"), state.get("ecdsaCurve", "P256")))
-        elif args.typ == "tls:index/selfSignedCert:SelfSignedCert":
-            state["certPem"] = tlsmock.self_signed_cert(state)
+        elif args.typ.startswith("tls:"):
+            state.update(_tls_outputs(args.typ, state))
         return f"{args.name}-id", state
 
     def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
@@ -115,6 +112,16 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 },
             })
         return response
+
+
+def _tls_outputs(typ: str, inputs: dict[str, Any]) -> dict[str, str]:
+    from berth import tlsmock  # cryptography costs ~30 ms to import; only stacks with TLS need it
+
+    if typ == "tls:index/privateKey:PrivateKey":
+        return tlsmock.private_key(inputs.get("algorithm", "ECDSA"), inputs.get("ecdsaCurve", "P256"))
+    if typ == "tls:index/selfSignedCert:SelfSignedCert":
+        return {"certPem": tlsmock.self_signed_cert(inputs)}
+    return {}
 
 
 def _urn_name(urn: str) -> str | None:
