@@ -77,14 +77,18 @@ def healthcheck(test: list[str], cadence: Cadence) -> dict[str, object]:
 
     The provider reads durations back as Go's time.Duration.String() ("1m0s"), so any other
     spelling ("60s") is a diff on every preview (pulumi/pulumi-docker#1411 discusses these fields).
+    start_interval is left out unless set: docker engines before 25 know no such field.
     """
-    return {
+    check: dict[str, object] = {
         "tests": test,
         "interval": go_duration(cadence.interval),
         "timeout": go_duration(cadence.timeout),
         "start_period": go_duration(cadence.start_period),
         "retries": cadence.retries,
     }
+    if cadence.start_interval is not None:
+        check["start_interval"] = go_duration(cadence.start_interval)
+    return check
 
 
 def http_probe(port: int, path: str, timeout: timedelta) -> list[str]:

@@ -75,7 +75,7 @@ MAPPED_FIELDS: dict[str, dict[str, frozenset[str] | None]] = {
         "networksAdvanced": frozenset({"name", "aliases"}),
         "volumes": frozenset({"volumeName", "containerPath", "readOnly"}),
         "uploads": frozenset({"file", "content", "executable"}),
-        "healthcheck": frozenset({"tests", "interval", "timeout", "startPeriod", "retries"}),
+        "healthcheck": frozenset({"tests", "interval", "timeout", "startPeriod", "startInterval", "retries"}),
         "wait": None,
         "waitTimeout": None,
         "destroyGraceSeconds": None,
@@ -129,6 +129,17 @@ def go_duration_ns(text: str) -> int:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ApplyError(f"{text!r} is not a Go duration")
     return round(sum(float(n) * _GO_UNIT_NS[u] for n, u in parts))
+
+
+_HEALTH_FIELDS = {"interval": "Interval", "timeout": "Timeout", "startPeriod": "StartPeriod",
+                  "startInterval": "StartInterval"}
+
+
+def health_config(health: dict[str, Any]) -> dict[str, Any]:
+    """A container's healthcheck input as the Engine API's HealthConfig (durations in nanoseconds)."""
+    config: dict[str, Any] = {"Test": health["tests"], "Retries": health.get("retries")}
+    config.update({api: go_duration_ns(health[field]) for field, api in _HEALTH_FIELDS.items() if field in health})
+    return config
 
 
 def check_mapped(records: Iterable[dict[str, Any]]) -> None:
@@ -433,12 +444,11 @@ class Applier:
             first = networks[0]
             networking = self.api.create_networking_config(
                 {first["name"]: self.api.create_endpoint_config(aliases=first.get("aliases") or None)})
-        container = self.api.create_container(
+        config = self.api.create_container_config(
             inputs["image"],
             command=inputs.get("command"),
             entrypoint=inputs.get("entrypoints"),
             environment=list(inputs.get("envs") or []),
-            name=docker_name,
             hostname=inputs.get("hostname"),
             user=inputs.get("user"),
             working_dir=inputs.get("workingDir"),
@@ -446,18 +456,12 @@ class Applier:
             ports=[(p["internal"], p.get("protocol", "tcp")) for p in ports] or None,
             stop_signal=inputs.get("stopSignal"),
             stop_timeout=inputs.get("stopTimeout"),
-            healthcheck=docker.types.Healthcheck(
-                test=health["tests"],
-                interval=go_duration_ns(health["interval"]) if "interval" in health else None,
-                timeout=go_duration_ns(health["timeout"]) if "timeout" in health else None,
-                start_period=go_duration_ns(health["startPeriod"]) if "startPeriod" in health else None,
-                retries=health.get("retries"),
-            ) if health else None,
             host_config=host_config,
             networking_config=networking,
-            use_config_proxy=False,  # nothing but the synth inputs goes into the environment
         )
-        cid = container["Id"]
+        if health:  # set after the fact: docker-py's Healthcheck type drops StartInterval
+            config["Healthcheck"] = health_config(health)
+        cid = self.api.create_container_from_config(config, docker_name)["Id"]
         for extra in networks[1:]:
             self.api.connect_container_to_network(cid, extra["name"], aliases=extra.get("aliases") or None)
         return cid

@@ -14,6 +14,7 @@ from applier import (
     UnmappedFieldError,
     check_mapped,
     go_duration_ns,
+    health_config,
 )
 from engine_config import BLUEPRINTS, engine_synth
 
@@ -24,9 +25,14 @@ pytestmark = pytest.mark.engine
 
 @pytest.fixture(scope="module")
 def synths() -> dict[str, dict]:
-    """Every blueprint under the dev stack (nothing excluded: MinIO and ELK included) and the engine stack."""
+    """Every blueprint under the dev stack (nothing excluded: MinIO and ELK included) and the engine stack.
+
+    One more sets the opt-in fields no blueprint uses, so that they too are proven mapped.
+    """
     results = {f"dev/{b}": synth("dev", b, reveal=True) for b in BLUEPRINTS}
     results |= {f"engine/{b}": engine_synth(b) for b in BLUEPRINTS}
+    results["dev/praxifi+opt-in"] = synth("dev", "praxifi", reveal=True, raw_overrides={
+        "apps": {"backend": {"healthcheck": {"start_interval": "1s"}}}})
     return results
 
 
@@ -60,8 +66,8 @@ def _one(result: dict, kind: str, name: str | None = None) -> tuple[list[dict], 
     (lambda r: r["inputs"].__setitem__("networkMode", "host"), "unmapped input field 'networkMode'"),
     (lambda r: r["inputs"]["networksAdvanced"][0].__setitem__("ipv4Address", "10.0.0.9"),
      "unmapped input field networksAdvanced.'ipv4Address'"),
-    (lambda r: r["inputs"]["healthcheck"].__setitem__("startInterval", "1s"),
-     "unmapped input field healthcheck.'startInterval'"),
+    (lambda r: r["inputs"]["networksAdvanced"][0].__setitem__("gwPriority", 10),
+     "unmapped input field networksAdvanced.'gwPriority'"),
     (lambda r: r["inputs"].__setitem__("capabilities", {"adds": ["NET_ADMIN"]}),
      "unmapped input field 'capabilities'"),
     (lambda r: r["options"].__setitem__("replace_on_changes", ["image"]), "unmapped option 'replace_on_changes'"),
@@ -109,6 +115,13 @@ def test_the_applier_refuses_before_creating_anything(synths: dict[str, dict]) -
 ])
 def test_go_durations_become_nanoseconds(text: str, ns: int) -> None:
     assert go_duration_ns(text) == ns
+
+
+def test_a_healthcheck_becomes_the_engine_apihealth_config(synths: dict[str, dict]) -> None:
+    backend = next(r for r in synths["dev/praxifi+opt-in"]["resources"] if r["name"] == "backend-0")
+    assert health_config(backend["inputs"]["healthcheck"]) == {
+        "Test": backend["inputs"]["healthcheck"]["tests"], "Retries": 5, "Interval": 60 * 10**9,
+        "Timeout": 15 * 10**9, "StartPeriod": 60 * 10**9, "StartInterval": 10**9}
 
 
 def test_a_dependency_on_a_component_waits_for_all_of_it(synths: dict[str, dict]) -> None:

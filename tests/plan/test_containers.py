@@ -156,8 +156,11 @@ def test_secrets_stay_out_of_the_plain_env(valid):
     (Cadence(interval=timedelta(milliseconds=500), timeout=timedelta(milliseconds=1500),
              start_period=timedelta(hours=1)),
      {"interval": "500ms", "timeout": "1.5s", "start_period": "1h0m0s", "retries": 3}),
-    (Cadence(start_period=timedelta(0)), {"interval": "10s", "timeout": "5s", "start_period": "0s", "retries": 3}),
-], ids=["minutes", "defaults", "sub-second-and-hours", "zero"])
+    (Cadence(start_period=timedelta(0)),
+     {"interval": "10s", "timeout": "5s", "start_period": "0s", "retries": 3}),
+    (Cadence(interval=timedelta(seconds=30), start_interval=timedelta(milliseconds=1500)),
+     {"interval": "30s", "timeout": "5s", "start_period": "30s", "retries": 3, "start_interval": "1.5s"}),
+], ids=["minutes", "defaults", "sub-second-and-hours", "zero-start-period", "start-interval"])
 def test_healthcheck_durations_in_go_form(cadence, expected):
     assert healthcheck(["CMD", "true"], cadence) == {"tests": ["CMD", "true"], **expected}
 

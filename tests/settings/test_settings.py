@@ -155,6 +155,20 @@ def test_healthcheck_has_exactly_one_probe(assert_config_error, healthcheck):
                         {"apps.backend.healthcheck": healthcheck})
 
 
+@pytest.mark.parametrize(("value", "rule"), [
+    ("40s", "start_interval (40s) is not between 1ms and interval (30s)"),
+    ("0s", "start_interval (0s) is not between 1ms and interval (30s)"),
+], ids=["longer-than-interval", "zero"])
+def test_start_interval_rule(assert_config_error, value, rule):
+    assert_config_error("apps.backend.healthcheck", rule, {"apps.backend.healthcheck.start_interval": value})
+
+
+def test_start_interval_is_opt_in(valid):
+    assert valid().apps["backend"].healthcheck.start_interval is None
+    check = valid({"apps.backend.healthcheck.start_interval": "1s"}).apps["backend"].healthcheck
+    assert check is not None and check.start_interval == timedelta(seconds=1)
+
+
 def test_healthcheck_command_may_be_a_shell_string(valid):
     check = valid({"apps.frontend.healthcheck": {"command": "wget -q -O- http://127.0.0.1:3000/"}}).apps["frontend"]
     assert check.healthcheck is not None and check.healthcheck.command == "wget -q -O- http://127.0.0.1:3000/"
@@ -204,7 +218,7 @@ def test_unknown_keys_suggest_the_closest(assert_config_error, path, hint):
 def test_unknown_key_lists_the_allowed_keys_exactly(assert_config_error):
     assert_config_error(
         "apps.backend.healthcheck.zzz",
-        "unknown key; expected one of: command, http, interval, retries, start_period, timeout",
+        "unknown key; expected one of: command, http, interval, retries, start_interval, start_period, timeout",
         {"apps.backend.healthcheck.zzz": 1},
     )
 
