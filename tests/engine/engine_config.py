@@ -4,13 +4,11 @@
 with, per blueprint:
 
 - ENV: env the stand-in needs to play the app (its health path, all ports of a multi-port app);
-- USERS: apps whose named volumes the stand-in must write. A fresh named volume mounted at a path the
-  image does not have is root's, and the stand-in runs as uid 1000; the real images presumably run
-  as root or ship those directories. The stand-in runs as root there instead (see the report);
 - EXCLUDED: what cannot run here (no MinIO or Elasticsearch/Logstash/Kibana server is obtainable),
   switched off and printed, never dropped silently. Raw overrides are deep-merged and cannot delete
   a key the blueprint sets, so the blueprint's references to the excluded services (secrets, env,
-  depends_on) are removed from the blueprint as it is read (DROPS), and listed by `excluded()`.
+  depends_on) are removed from the blueprint as it is read (DROPS), and listed by `excluded()`;
+- DEPENDS_ON: the dependency lists that remain once the excluded services are gone.
 """
 
 from __future__ import annotations
@@ -34,10 +32,6 @@ ENV: dict[str, dict[str, dict[str, str]]] = {
     "ai-present-finder": {"app": {"STANDIN_PORTS": APF_PORTS}},
     # the backend's healthcheck is GET /api/v1/health, which must check its database
     "databaseai": {"backend": {"HEALTH_PATH": "/api/v1/health"}},
-}
-USERS: dict[str, dict[str, str]] = {
-    "praxifi": {"backend": "0:0"},
-    "webprometrics": {"backend": "0:0"},
 }
 
 # What the engine tier switches off, with the image each would have run.
@@ -86,8 +80,6 @@ def overrides(blueprint: str, extra: dict[str, Any] | None = None) -> dict[str, 
     apps: dict[str, Any] = {}
     for app, env in ENV.get(blueprint, {}).items():
         apps.setdefault(app, {})["env"] = dict(env)
-    for app, user in USERS.get(blueprint, {}).items():
-        apps.setdefault(app, {})["user"] = user
     for app, deps in DEPENDS_ON.get(blueprint, {}).items():
         apps.setdefault(app, {})["depends_on"] = list(deps)
     if apps:

@@ -568,18 +568,16 @@ class TestDatabaseai(Deployed, PostgresChecks):
     def test_zero_downtime_replace(self, dep: Deployment) -> None:
         """Steady load through the proxy while the backend is replaced: no GET may fail.
 
-        Four GET connections (plus one for POSTs) keep at most five requests in flight: the stand-in's
-        listen backlog is 5 (Python's socketserver default), and with more concurrency a SYN it drops
-        while all traffic moves to it is a 250 ms connect timeout in the proxy (measured: 1-2 GETs
-        answered 504 in 3 of 8 swaps, each with one ListenOverflow in the new container). Real servers
-        listen with a backlog of 511 or more.
+        Eight keep-alive GET connections plus one for POSTs. The stand-in listens with a backlog of
+        511, as real servers do: with socketserver's default of 5, a SYN dropped while all traffic
+        moved to the new container was a 250 ms connect timeout and a 504 in the proxy.
         """
         resource = "backend-0"
         record = dep.applier.record(resource)
         assert record["options"]["delete_before_replace"] is False and "name" not in record["inputs"]
         host = dep.server_names()[0][1]
         rate, duration = 230.0, 60.0
-        load = Load(dep, host, "/api/zero-downtime", get_rate=rate, post_rate=5, threads=4)
+        load = Load(dep, host, "/api/zero-downtime", get_rate=rate, post_rate=5, threads=8)
         load.start()
         try:
             time.sleep(3)

@@ -644,6 +644,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Server(http.server.ThreadingHTTPServer):
     """Dual-stack where possible; counts in-flight requests so SIGTERM can drain them."""
 
+    # socketserver listens with a backlog of 5; a burst of connections to a container that has just
+    # become the only target would overflow it (dropped SYNs, connect timeouts in the proxy).
+    request_queue_size = 511
+
     def __init__(self, port: int, app: StandIn):
         self.app = app
         self.address_family = socket.AF_INET6 if socket.has_ipv6 else socket.AF_INET
