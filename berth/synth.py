@@ -46,7 +46,7 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
     monitor = RecordingMonitor(mocks, reveal)
     pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})
-    _sync_await(run_pulumi_func(lambda: runpy.run_path(str(PROJECT_ROOT / "__main__.py"), run_name="__main__")))
+    _sync_await(run_pulumi_func(_run_program))
     return {
         "stack": stack,
         "blueprint": settings.blueprint,
@@ -54,6 +54,11 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
         "resources": sorted(monitor.records, key=lambda record: (record["type"], record["name"])),
         "outputs": _stack_outputs(reveal),
     }
+
+
+def _run_program() -> None:
+    """Berth's own __main__.py, as `pulumi up` runs it."""
+    runpy.run_path(str(PROJECT_ROOT / "__main__.py"), run_name="__main__")
 
 
 class SynthMocks(pulumi.runtime.Mocks):
@@ -75,9 +80,9 @@ class SynthMocks(pulumi.runtime.Mocks):
             state.update(_tls_outputs(args.typ, state))
         return f"{args.name}-id", state
 
-    def call(self, args: pulumi.runtime.MockCallArgs) -> dict[str, Any]:
+    def call(self, args: pulumi.runtime.MockCallArgs) -> tuple[dict, list[tuple[str, str]] | None]:
         """No provider functions are called by berth."""
-        return {}
+        return {}, None
 
 
 class RecordingMonitor(pulumi_mocks.MockMonitor):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import pulumi
 import pulumi_docker as docker
@@ -87,7 +88,7 @@ def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, par
               depends_on: Sequence[pulumi.Resource] = ()) -> docker.Container:
     """A container with berth's defaults; with a healthcheck, `pulumi up` waits until it is healthy."""
     settings, health = service.settings, spec.health
-    args: dict[str, object] = {
+    args: dict[str, Any] = {
         "image": service.images[resolve_image(spec.image, settings.images)],
         "envs": _envs(spec.env, spec.secret_env),
         "command": list(spec.command) if spec.command is not None else None,

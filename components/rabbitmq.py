@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pulumi
 
 from berth.plan import rabbitmq as plan
 from berth.plan.containers import docker_name
+from berth.settings.services import RabbitMQSettings
 from components.common import ContainerSpec, Placement, ServiceArgs, container, data_volume, password, upload
 
 NODE_HOST = "rabbitmq"
@@ -29,8 +32,8 @@ class RabbitMQ(pulumi.ComponentResource):
         self.passwords = {mq.admin_user: password(f"{name}-admin-password", self, mq.admin_password)}
         for user, spec in sorted(mq.users.items()):
             self.passwords[user] = password(f"{name}-{user}-password", self, spec.password)
-        self.urls = {user: pulumi.Output.secret(pw.apply(
-            lambda p, u=user: plan.amqp_url(u, p, NODE_HOST, _vhost(mq, u)))) for user, pw in self.passwords.items()}
+        self.urls: dict[str, pulumi.Output[str]] = {
+            user: pulumi.Output.secret(pw.apply(_url_with(mq, user))) for user, pw in self.passwords.items()}
         definitions = pulumi.Output.all(**self.passwords).apply(lambda pws: plan.definitions_json(mq, pws))
         self.container = container(f"{name}-container", args, ContainerSpec(
             image=mq.image,
@@ -52,6 +55,7 @@ class RabbitMQ(pulumi.ComponentResource):
         self.register_outputs({"volume": self.volume.name})
 
 
-def _vhost(mq: object, user: str) -> str:
-    users = mq.users  # type: ignore[attr-defined]
-    return users[user].vhosts[0] if user in users else mq.vhosts[0]  # type: ignore[attr-defined]
+def _url_with(mq: RabbitMQSettings, user: str) -> Callable[[str], str]:
+    """The user's AMQP URL (on its first vhost) for a given password."""
+    vhost = mq.users[user].vhosts[0] if user in mq.users else mq.vhosts[0]
+    return lambda pw: plan.amqp_url(user, pw, NODE_HOST, vhost)

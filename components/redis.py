@@ -23,7 +23,7 @@ class Redis(pulumi.ComponentResource):
         assert rd is not None
         self.volume = data_volume(f"{name}-data", settings, rd.volume, self)
         self.password = password(f"{name}-password", self, rd.password)
-        self.url = pulumi.Output.secret(self.password.apply(lambda pw: redis_url(pw, "redis")))
+        self.url: pulumi.Output[str] = pulumi.Output.secret(self.password.apply(lambda pw: redis_url(pw, "redis")))
         conf = self.password.apply(lambda pw: redis_conf(rd, pw))
         self.container = container(f"{name}-container", args, ContainerSpec(
             image=rd.image,

@@ -13,5 +13,7 @@ bash .ci/engine.sh   # local images for the engine tier (cached by Dockerfile co
 
 log "ruff"
 "$VENV/bin/ruff" check berth components tests bench __main__.py
+log "mypy (the product's code)"
+"$VENV/bin/mypy" berth components __main__.py
 log "pytest"
 exec "$VENV/bin/python" -m pytest "$@"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 from berth.settings import SERVICE_NAMES, Cadence, Resources, Settings
 from berth.settings.apps import AppSettings, Workload
@@ -72,14 +73,14 @@ def workload_env(settings: Settings, workload: Workload) -> dict[str, str]:
     return env
 
 
-def healthcheck(test: list[str], cadence: Cadence) -> dict[str, object]:
+def healthcheck(test: list[str], cadence: Cadence) -> dict[str, Any]:
     """Healthcheck inputs with durations in Go form.
 
     The provider reads durations back as Go's time.Duration.String() ("1m0s"), so any other
     spelling ("60s") is a diff on every preview (pulumi/pulumi-docker#1411 discusses these fields).
     start_interval is left out unless set: docker engines before 25 know no such field.
     """
-    check: dict[str, object] = {
+    check: dict[str, Any] = {
         "tests": test,
         "interval": go_duration(cadence.interval),
         "timeout": go_duration(cadence.timeout),

@@ -11,6 +11,7 @@ import json
 import re
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,14 +148,14 @@ def _is_type_tag(part: object) -> bool:
     return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool", "none"))
 
 
-def _path(loc: list[object]) -> str:
+def _path(loc: Sequence[object]) -> str:
     path = ""
     for part in loc:
         path += f"[{part}]" if isinstance(part, int) else ("." if path else "") + repr(str(part))[1:-1]
     return path
 
 
-def _rule(item: Any, loc: list[object]) -> str:
+def _rule(item: Any, loc: Sequence[object]) -> str:
     kind, msg = item["type"], item["msg"]
     if kind == "value_error":
         return msg.removeprefix("Value error, ")
@@ -174,7 +175,7 @@ def _show(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _allowed_keys(loc: list[object]) -> list[str]:
+def _allowed_keys(loc: Sequence[object]) -> list[str]:
     annotation: Any = Settings
     for part in loc:
         annotation = _step(annotation, part)
