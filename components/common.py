@@ -139,6 +139,24 @@ def exit_gate(job: docker.Container, name: str) -> pulumi.Output[str]:
     return job.exit_code.apply(require_zero)
 
 
+def setup_job(resource_name: str, service: ServiceArgs, parent: pulumi.Resource, server: docker.Container,
+              entrypoint: Sequence[str], **fields: Any) -> tuple[docker.Container, pulumi.Output[str]]:
+    """A data service's one-shot setup (databases, buckets, passwords) and its exit gate.
+
+    It runs `entrypoint` + `command` on the data network once `server` is healthy, and is replaced,
+    so run again, whenever `server` is: a label carries the server's container id. The script must
+    be safe to re-run. `fields` are the rest of its ContainerSpec (image, command, env, uploads...).
+    """
+    job = container(resource_name, service, ContainerSpec(
+        placement=Placement(networks=[service.data_network], aliases=[]),
+        restart="no",
+        extra={"entrypoints": list(entrypoint), **ONE_SHOT,
+               "labels": [docker.ContainerLabelArgs(label="berth.server", value=server.id)]},
+        **fields,
+    ), parent=parent, depends_on=[server])
+    return job, exit_gate(job, resource_name)
+
+
 def data_volume(resource_name: str, settings: Settings, volume: str, parent: pulumi.Resource) -> docker.Volume:
     """A named volume that outlives every container: retained on delete, protected where data is."""
     return docker.Volume(

@@ -12,14 +12,13 @@ import pulumi_docker as docker
 from berth.plan import elk as plan
 from berth.plan.containers import docker_name, http_probe
 from components.common import (
-    ONE_SHOT,
     ContainerSpec,
     Placement,
     ServiceArgs,
     container,
     data_volume,
-    exit_gate,
     password,
+    setup_job,
     upload,
 )
 
@@ -59,16 +58,10 @@ class Elk(pulumi.ComponentResource):
             local_logs=True,
             extra={"ulimits": [docker.ContainerUlimitArgs(name="nofile", soft=NOFILE, hard=NOFILE)]},
         ), parent=self)
-        self.kibana_job = container(f"{name}-kibana-password", args, ContainerSpec(
-            image=es.image,
-            placement=Placement(networks=[args.data_network], aliases=[]),
-            secret_env={"ELASTIC_PASSWORD": self.elastic_password, "KIBANA_PASSWORD": kibana_password},
-            command=["-c", plan.kibana_password_job_script()],
-            restart="no",
-            local_logs=True,
-            extra={"entrypoints": ["/bin/sh"], **ONE_SHOT},
-        ), parent=self, depends_on=[self.elasticsearch])
-        gate = exit_gate(self.kibana_job, f"{name}-kibana-password")
+        self.kibana_job, gate = setup_job(
+            f"{name}-kibana-password", args, self, self.elasticsearch, ["/bin/sh"],
+            image=es.image, command=["-c", plan.kibana_password_job_script()], local_logs=True,
+            secret_env={"ELASTIC_PASSWORD": self.elastic_password, "KIBANA_PASSWORD": kibana_password})
         self.logstash = container(f"{name}-logstash", args, ContainerSpec(
             image=ls.image,
             placement=Placement(networks=[args.data_network], aliases=["logstash"]),

@@ -8,14 +8,13 @@ import pulumi
 
 from berth.plan.containers import docker_name
 from components.common import (
-    ONE_SHOT,
     ContainerSpec,
     Placement,
     ServiceArgs,
     container,
     data_volume,
-    exit_gate,
     password,
+    setup_job,
 )
 
 API_PORT = 9000
@@ -53,18 +52,13 @@ class Minio(pulumi.ComponentResource):
             grace=mn.stop_grace,
         ), parent=self)
         self.ready: pulumi.Resource = self.container
+        self.gate: pulumi.Output[str] | None = None
         if mn.buckets:
             target = self.secret_key.apply(lambda pw: f"http://{mn.root_user}:{pw}@minio:{API_PORT}")
             script = " && ".join(f"mc mb --ignore-existing berth/{shlex.quote(b)}" for b in mn.buckets)
-            self.buckets = container(f"{name}-buckets", args, ContainerSpec(
-                image=mn.client_image,
-                placement=Placement(networks=[args.data_network], aliases=[]),
-                secret_env={"MC_HOST_berth": target},
-                command=["-c", script],
-                restart="no",
-                extra={"entrypoints": ["/bin/sh"], **ONE_SHOT},
-            ), parent=self, depends_on=[self.container])
-            self.buckets_gate = exit_gate(self.buckets, f"{name}-buckets")
+            self.buckets, self.gate = setup_job(
+                f"{name}-buckets", args, self, self.container, ["/bin/sh"],
+                image=mn.client_image, secret_env={"MC_HOST_berth": target}, command=["-c", script])
             self.ready = self.buckets
         self.refs = {"minio.access_key": self.access_key, "minio.secret_key": self.secret_key}
         self.register_outputs({"volume": self.volume.name})

@@ -1,4 +1,4 @@
-"""Postgres: a data volume, generated passwords, init SQL for isolated databases, and the container."""
+"""Postgres: a data volume, generated passwords, the container, and a job that provisions isolated databases."""
 
 from __future__ import annotations
 
@@ -6,17 +6,29 @@ import pulumi
 
 from berth.plan import postgres as plan
 from berth.plan.containers import docker_name
-from components.common import ContainerSpec, Placement, ServiceArgs, container, data_volume, password, upload
+from components.common import (
+    ContainerSpec,
+    Placement,
+    ServiceArgs,
+    container,
+    data_volume,
+    password,
+    setup_job,
+    upload,
+)
 
 PORT = 5432
 DATA_DIR = "/var/lib/postgresql/data"
-INIT_SQL = "/docker-entrypoint-initdb.d/10-berth.sql"
+DATABASES_SQL = "/tmp/berth-databases.sql"
 
 
 class Postgres(pulumi.ComponentResource):
     """PostgreSQL on the data network: the superuser, one owner role per database, and their URLs as secrets.
 
-    The init SQL runs once, on an empty data volume; databases added later need a migration of their own.
+    The databases are provisioned by a one-shot psql job once the server is healthy, not by the
+    image's init scripts (those run only on an empty volume): a database added to settings, or a
+    password changed, reaches a live cluster on the next `pulumi up`. The script converges, so the
+    job also runs whenever the server container is replaced.
     """
 
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -31,7 +43,6 @@ class Postgres(pulumi.ComponentResource):
                                    for db, spec in sorted(pg.databases.items())}
         self.database_urls = {db: _url(spec.owner or db, self.database_passwords[db], db)
                               for db, spec in pg.databases.items()}
-        init_sql = pulumi.Output.all(**self.database_passwords).apply(lambda pws: plan.init_sql(pg, pws))
         self.container = container(f"{name}-container", args, ContainerSpec(
             image=pg.image,
             placement=Placement(networks=[args.data_network], aliases=["postgres"]),
@@ -40,11 +51,19 @@ class Postgres(pulumi.ComponentResource):
             health=(plan.healthcheck_test(pg), pg.healthcheck),
             resources=pg.resources,
             volumes={DATA_DIR: self.volume.name},
-            uploads=[upload(INIT_SQL, init_sql, secret=True)] if pg.databases else [],
             fixed_name=docker_name(settings, "postgres"),
             grace=pg.stop_grace,
             extra={"stop_signal": "SIGINT"},  # smart shutdown: finish sessions, then checkpoint
         ), parent=self)
+        self.gate: pulumi.Output[str] | None = None
+        if pg.databases:
+            sql = pulumi.Output.all(**self.database_passwords).apply(lambda pws: plan.databases_sql(pg, pws))
+            self.provision, self.gate = setup_job(
+                f"{name}-databases", args, self, self.container, ["psql"],
+                image=pg.image, command=["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", DATABASES_SQL],
+                env={"PGHOST": "postgres", "PGPORT": str(PORT), "PGUSER": pg.user, "PGDATABASE": pg.database,
+                     "PGCONNECT_TIMEOUT": "10"},
+                secret_env={"PGPASSWORD": self.password}, uploads=[upload(DATABASES_SQL, sql, secret=True)])
         # What workloads may reference, by the names Settings.secret_refs() allows.
         self.refs = {"postgres.password": self.password, "postgres.url": self.url}
         for db in sorted(pg.databases):

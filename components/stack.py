@@ -46,7 +46,11 @@ class Stack(pulumi.ComponentResource):
         self.secrets = self._secrets(settings)
         # Connection URLs for operators, exported as one secret.
         self.connections = {ref: value for ref, value in self.secrets.items() if ref.endswith(".url")}
-        args = replace(args, secrets=self.secrets, after=dict(self.services), volumes=self.volumes.names)
+        # A data service's setup job (databases, buckets) must have exited 0 before its dependents start.
+        gates = {name: component.gate for name, component in (("postgres", self.postgres), ("minio", self.minio))
+                 if component is not None and component.gate is not None}
+        args = replace(args, secrets=self.secrets, after=dict(self.services), volumes=self.volumes.names,
+                       gates=gates)
         self.jobs: dict[str, Job] = {}
         self.apps: dict[str, AppService] = {}
         for kind, name_ in start_order(settings):

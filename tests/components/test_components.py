@@ -129,6 +129,8 @@ def test_healthchecks_on_data_services_apps_and_proxy(synthesized):
 def test_one_shot_containers_do_not_wait_for_health(synthesized):
     settings = synthesized.settings
     expected = {f"{job}-job" for job in settings.enabled_jobs}
+    if settings.service("postgres") and settings.postgres is not None and settings.postgres.databases:
+        expected.add("postgres-databases")
     if settings.service("minio") and settings.minio is not None and settings.minio.buckets:
         expected.add("minio-buckets")
     if settings.service("elasticsearch"):
@@ -138,6 +140,54 @@ def test_one_shot_containers_do_not_wait_for_health(synthesized):
     for record in one_shots:
         assert record["inputs"]["wait"] is False and "healthcheck" not in record["inputs"]
         assert (record["inputs"]["mustRun"], record["inputs"]["logs"]) == (False, True)
+
+
+# Each data service's setup job and the container it sets up.
+SETUP_JOBS = {"postgres-databases": "postgres-container", "minio-buckets": "minio-container",
+              "elk-kibana-password": "elk-elasticsearch"}
+
+
+def test_setup_jobs_run_after_their_server_and_again_with_each_new_one(synthesized):
+    jobs = [r for r in synthesized.containers if r["name"] in SETUP_JOBS]
+    assert {r["name"] for r in jobs} == {r["name"] for r in synthesized.containers if r["parent"]
+                                         not in {*synthesized.settings.enabled_jobs} and is_one_shot(r)}
+    for record in jobs:
+        server = SETUP_JOBS[record["name"]]
+        # the label holds the server's container id: a new server container means a new job run
+        assert record["inputs"]["labels"] == [{"label": "berth.server", "value": f"{server}-id"}]
+        assert server in record["options"]["dependencies"]
+        assert networks(record) == [synthesized.docker_name("data")]
+        assert record["inputs"]["restart"] == "no"
+
+
+def test_postgres_databases_job_runs_the_sql_with_psql_as_the_superuser(synthesized):
+    pg = synthesized.settings.postgres
+    if pg is None or not pg.databases or not synthesized.settings.service("postgres"):
+        assert all(r["name"] != "postgres-databases" for r in synthesized.containers)
+        return
+    job = synthesized.named("postgres-databases")["inputs"]
+    assert job["entrypoints"] == ["psql"]
+    assert job["command"] == ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "/tmp/berth-databases.sql"]
+    assert job["image"] == synthesized.named("postgres-container")["inputs"]["image"]
+    assert job["envs"] == SECRET  # PGPASSWORD
+    assert "uploads" not in synthesized.named("postgres-container")["inputs"]
+
+
+def test_dependents_of_a_setup_job_start_only_after_it_exited_0(synthesized):
+    settings = synthesized.settings
+    gated = {"postgres": settings.service("postgres") and bool(settings.postgres and settings.postgres.databases),
+             "minio": settings.service("minio") and bool(settings.minio and settings.minio.buckets)}
+    checked = set()
+    for name in (*settings.enabled_apps, *settings.enabled_jobs):
+        workload = settings.apps.get(name) or settings.jobs[name]
+        labels = [label for r in synthesized.children(name) if r["type"] == CONTAINER
+                  for label in r["inputs"].get("labels", [])]
+        for dep in workload.depends_on:
+            if gated.get(dep):
+                assert {"label": f"berth.after.{dep}", "value": "exit-0"} in labels, (name, dep)
+                checked.add((name, dep))
+    if settings.blueprint == "sentineliq" and synthesized.stack == "dev":
+        assert checked == {("server", "postgres"), ("server", "minio"), ("migrate", "postgres")}
 
 
 def test_app_healthchecks_probe_the_app_port(synthesized):
@@ -242,7 +292,7 @@ def test_secret_files_are_uploaded_as_secrets(synthesized):
     if settings.redis is not None:
         assert uploads[("redis-container", "/usr/local/etc/redis/berth.conf")] == SECRET
     if settings.postgres is not None and settings.postgres.databases:
-        assert uploads[("postgres-container", "/docker-entrypoint-initdb.d/10-berth.sql")] == SECRET
+        assert uploads[("postgres-databases", "/tmp/berth-databases.sql")] == SECRET
     if settings.rabbitmq is not None:
         assert uploads[("rabbitmq-container", "/etc/rabbitmq/definitions.json")] == SECRET
 

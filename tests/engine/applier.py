@@ -581,8 +581,9 @@ class Applier:
 
     # -- replace -----------------------------------------------------------------------------
 
-    def replace(self, resource_name: str, new_image: str | None = None) -> Replacement:
-        """Replace one container as the engine would after a changed input (e.g. a new image tag).
+    def replace(self, resource_name: str, new_image: str | None = None,
+                new_inputs: dict[str, Any] | None = None) -> Replacement:
+        """Replace one container as the engine would after a changed input (a new image tag, or new inputs).
 
         delete_before_replace false: create the new container (same inputs, a new autoname), start,
         wait healthy, then stop the old one with destroyGraceSeconds and remove it.
@@ -590,7 +591,9 @@ class Applier:
         """
         index = self._index_of_container(resource_name)
         rec = self.records[index]
-        inputs = dict(rec["inputs"])
+        inputs = dict(new_inputs if new_inputs is not None else rec["inputs"])
+        if new_inputs is not None:
+            check_mapped([{**rec, "inputs": inputs}])
         if new_image is not None:
             self._require_image(new_image, resource_name)
             inputs["image"] = new_image

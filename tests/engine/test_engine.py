@@ -9,6 +9,7 @@ fails if a blueprint has a feature its class does not check, so nothing is left 
 
 from __future__ import annotations
 
+import copy
 import http.client
 import json
 import os
@@ -39,6 +40,8 @@ from engine_host import METRICS, build_lock, restart_dockerd
 from probes import Deployment, Load, probe_id, request
 
 from berth.plan.nginx import PERMISSIONS_POLICY
+from berth.plan.postgres import database_url, databases_sql
+from berth.settings.services import PostgresDatabase
 from berth.synth import synth
 
 pytestmark = pytest.mark.engine
@@ -539,6 +542,34 @@ class TestAiPresentFinder(Deployed, SseChecks, PostgresChecks):
                     refused += 1
         print(f"{dep.blueprint}: {len(urls)} roles reach their own database; {refused} other-database "
               "connections refused")
+
+    def test_a_database_added_later_is_provisioned_on_the_live_cluster(self, dep: Deployment) -> None:
+        """The databases job, run again with one more database, creates it and keeps everything else.
+
+        As `pulumi up` would after `postgres.databases` grew: the job's SQL changes (the existing
+        roles keep their passwords from state, the new one gets its own), so the job is replaced.
+        """
+        pg = dep.settings.postgres
+        assert pg is not None
+        app = dep.app_resources("app")[0]
+        urls = [urllib.parse.urlsplit(v) for v in dep.env(app).values() if v.startswith("postgresql://")]
+        passwords = {url.path.lstrip("/"): urllib.parse.unquote(url.password or "") for url in urls}
+        assert set(passwords) == set(pg.databases)
+        grown = pg.model_copy(update={"databases": {**pg.databases, "added_service": PostgresDatabase()}})
+        inputs = copy.deepcopy(dep.applier.record("postgres-databases")["inputs"])
+        (upload,) = inputs["uploads"]
+        upload["content"] = databases_sql(grown, {**passwords, "added_service": "added-service-pw"})
+        dep.applier.replace("postgres-databases", new_inputs=inputs)
+        assert dep.applier.created("postgres-databases").exit_code == 0
+        added = database_url("added_service", "added-service-pw", "postgres", 5432, "added_service")
+        answer = dep.app_get(app, "/pgcheck?url=" + urllib.parse.quote(added, safe="")).json()
+        assert answer["ok"], answer
+        other = database_url("added_service", "added-service-pw", "postgres", 5432, sorted(passwords)[0])
+        answer = dep.app_get(app, "/pgcheck?url=" + urllib.parse.quote(other, safe="")).json()
+        assert not answer["ok"] and "permission denied" in answer["detail"], answer
+        assert all(item["ok"] for item in dep.app_get(app, "/deps").json().values())
+        print(f"{dep.blueprint}: databases job re-run with one more database: it reaches its own database, is "
+              f"refused on {sorted(passwords)[0]}, and the {len(passwords)} existing roles still connect")
 
     def test_dockerd_restart_brings_everything_back(self, dep: Deployment) -> None:
         """Once per session (slow): dockerd stops gracefully and starts again; every container comes back."""

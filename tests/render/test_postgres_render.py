@@ -1,4 +1,4 @@
-"""berth's init SQL run by a real PostgreSQL 15, then isolation proven role by role."""
+"""berth's databases SQL run by a real PostgreSQL 15 (as the job's psql does), then isolation proven role by role."""
 
 import json
 
@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from servers import PG_BIN, PostgresCluster, postgres_cluster, run
 
-from berth.plan.postgres import database_url, healthcheck_test, init_sql, quote_ident, quote_literal
+from berth.plan.postgres import database_url, databases_sql, healthcheck_test, quote_ident, quote_literal
 from berth.settings.services import PostgresSettings
 
 # Seed 003: one PostgreSQL with five isolated databases, each with its own user.
@@ -39,7 +39,7 @@ SYSTEM_DATABASES = ["app", "postgres", "template1"]
 def cluster():
     with postgres_cluster(SETTINGS.user, SUPERUSER_PASSWORD, SETTINGS.database) as running:
         # As the image does: psql as the superuser against its default database, stop at the first error.
-        result = running.psql(init_sql(SETTINGS, PASSWORDS), database=SETTINGS.database)
+        result = running.psql(databases_sql(SETTINGS, PASSWORDS), database=SETTINGS.database)
         assert result.returncode == 0, result.stderr
         yield running
 
@@ -126,16 +126,16 @@ def test_app_roles_are_not_privileged(cluster):
 
 
 def test_rerun_is_harmless_and_converges_on_new_passwords(cluster):
-    assert cluster.psql(init_sql(SETTINGS, PASSWORDS), database="app").returncode == 0
+    assert cluster.psql(databases_sql(SETTINGS, PASSWORDS), database="app").returncode == 0
     changed = {**PASSWORDS, "chat_service": "rotated ' \\ pw"}
     try:
-        result = cluster.psql(init_sql(SETTINGS, changed), database="app")
+        result = cluster.psql(databases_sql(SETTINGS, changed), database="app")
         assert result.returncode == 0, result.stderr
         assert as_owner(cluster, "SELECT 1;", "chat_service", "chat_service", password=changed["chat_service"]
                         ).returncode == 0
         assert as_owner(cluster, "SELECT 1;", "chat_service", "chat_service").returncode != 0
     finally:
-        assert cluster.psql(init_sql(SETTINGS, PASSWORDS), database="app").returncode == 0
+        assert cluster.psql(databases_sql(SETTINGS, PASSWORDS), database="app").returncode == 0
     assert as_owner(cluster, "SELECT 1;", "chat_service", "chat_service").returncode == 0
 
 
