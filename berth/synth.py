@@ -114,6 +114,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                                                           ("update", request.customTimeouts.update),
                                                           ("delete", request.customTimeouts.delete)) if v},
                     "ignore_changes": list(request.ignoreChanges),
+                    "additional_secret_outputs": sorted(request.additionalSecretOutputs),
                 },
             })
         return response

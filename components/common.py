@@ -115,6 +115,8 @@ def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, par
             parent=parent,
             depends_on=list(depends_on),
             delete_before_replace=spec.fixed_name is not None,
+            # A one-shot's captured output lands in the state: a job that prints a URL must not leak it.
+            additional_secret_outputs=["container_logs"] if spec.extra.get("logs") else None,
             custom_timeouts=pulumi.CustomTimeouts(create=f"{spec.create_timeout}s") if spec.create_timeout else None,
         ),
     )

@@ -140,6 +140,11 @@ def test_one_shot_containers_do_not_wait_for_health(synthesized):
     for record in one_shots:
         assert record["inputs"]["wait"] is False and "healthcheck" not in record["inputs"]
         assert (record["inputs"]["mustRun"], record["inputs"]["logs"]) == (False, True)
+        # its captured output goes into the state: kept secret there
+        assert record["options"]["additional_secret_outputs"] == ["containerLogs"]
+    for record in synthesized.containers:
+        if not is_one_shot(record):
+            assert record["options"]["additional_secret_outputs"] == [], record["name"]
 
 
 # Each data service's setup job and the container it sets up.

@@ -17,7 +17,7 @@ from berth.synth import SECRET, render_tree, synth
 ROOT = Path(__file__).resolve().parents[2]
 RECORD_KEYS = ["type", "name", "parent", "provider", "inputs", "options"]
 OPTION_KEYS = {"protect", "retain_on_delete", "delete_before_replace", "depends_on", "dependencies",
-               "custom_timeouts", "ignore_changes"}
+               "custom_timeouts", "ignore_changes", "additional_secret_outputs"}
 
 
 def berth(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:

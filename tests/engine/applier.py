@@ -100,8 +100,10 @@ MAPPED_FIELDS: dict[str, dict[str, frozenset[str] | None]] = {
     },
 }
 # Resource options of a synth record. custom_timeouts: only "create" is mapped.
+# ignore_changes and additional_secret_outputs act on Pulumi's diff and state, which the applier does
+# not keep: there is nothing of theirs to do on the engine.
 MAPPED_OPTIONS = frozenset({"protect", "retain_on_delete", "delete_before_replace", "depends_on", "dependencies",
-                            "custom_timeouts", "ignore_changes"})
+                            "custom_timeouts", "ignore_changes", "additional_secret_outputs"})
 MAPPED_TIMEOUTS = frozenset({"create"})
 RECORD_KEYS = frozenset({"type", "name", "parent", "provider", "inputs", "options"})
 # pulumi-docker's defaults for fields berth leaves out.
