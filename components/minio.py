@@ -6,6 +6,7 @@ import shlex
 
 import pulumi
 
+from berth.plan import minio as plan
 from berth.plan.containers import docker_name
 from components.common import (
     ContainerSpec,
@@ -16,11 +17,6 @@ from components.common import (
     password,
     setup_job,
 )
-
-API_PORT = 9000
-CONSOLE_PORT = 9001
-# `mc ready` ships in the MinIO image, which has neither curl nor wget.
-HEALTH_TEST = ["CMD", "mc", "ready", "local"]
 
 
 class Minio(pulumi.ComponentResource):
@@ -44,8 +40,8 @@ class Minio(pulumi.ComponentResource):
             placement=Placement(networks=networks, aliases=["minio"]),
             env={"MINIO_ROOT_USER": mn.root_user},
             secret_env={"MINIO_ROOT_PASSWORD": self.secret_key},
-            command=["server", "/data", "--address", f":{API_PORT}", "--console-address", f":{CONSOLE_PORT}"],
-            health=(HEALTH_TEST, mn.healthcheck),
+            command=["server", "/data", "--address", f":{plan.API_PORT}", "--console-address", f":{plan.CONSOLE_PORT}"],
+            health=(plan.healthcheck_test(), mn.healthcheck),
             resources=mn.resources,
             volumes={"/data": self.volume.name},
             fixed_name=docker_name(settings, "minio"),
@@ -54,7 +50,7 @@ class Minio(pulumi.ComponentResource):
         self.ready: pulumi.Resource = self.container
         self.gate: pulumi.Output[str] | None = None
         if mn.buckets:
-            target = self.secret_key.apply(lambda pw: f"http://{mn.root_user}:{pw}@minio:{API_PORT}")
+            target = self.secret_key.apply(lambda pw: f"http://{mn.root_user}:{pw}@minio:{plan.API_PORT}")
             script = " && ".join(f"mc mb --ignore-existing berth/{shlex.quote(b)}" for b in mn.buckets)
             self.buckets, self.gate = setup_job(
                 f"{name}-buckets", args, self, self.container, ["/bin/sh"],
