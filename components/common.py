@@ -131,29 +131,39 @@ class JobFailed(Exception):
 
 
 def exit_gate(job: docker.Container, name: str) -> pulumi.Output[str]:
-    """Resolves to "exit-0" once the one-shot container succeeded, or fails the update."""
+    """Resolves to "exit-0" once the one-shot container succeeded, or fails the update.
 
-    def require_zero(code: int | None) -> str:
+    The provider records a failed run as a created container with its exit code, and a container
+    whose inputs did not change is not run again: the message says how to re-run it.
+    """
+
+    def require_zero(args: list[Any]) -> str:
+        code, urn = args
         if code != 0:
-            raise JobFailed(f"job {name} exited with {code}; see its logs (`docker logs` on the host)")
+            raise JobFailed(f"job {name} exited with {code}; see its logs (`docker logs` on the host). It will not "
+                            f"run again by itself: fix the cause, then run `pulumi up --replace '{urn}'`")
         return "exit-0"
 
-    return job.exit_code.apply(require_zero)
+    return pulumi.Output.all(job.exit_code, job.urn).apply(require_zero)
 
 
-def setup_job(resource_name: str, service: ServiceArgs, parent: pulumi.Resource, server: docker.Container,
+def setup_job(resource_name: str, service: ServiceArgs, parent: pulumi.Resource, server: pulumi.Resource,
               entrypoint: Sequence[str], **fields: Any) -> tuple[docker.Container, pulumi.Output[str]]:
     """A data service's one-shot setup (databases, buckets, passwords) and its exit gate.
 
-    It runs `entrypoint` + `command` on the data network once `server` is healthy, and is replaced,
-    so run again, whenever `server` is: a label carries the server's container id. The script must
-    be safe to re-run. `fields` are the rest of its ContainerSpec (image, command, env, uploads...).
+    It runs `entrypoint` + `command` on the data network once `server` is healthy, and again whenever
+    its own inputs (script, credentials, image) change; the script must be safe to re-run. `fields`
+    are the rest of its ContainerSpec (image, command, env, uploads...).
+
+    The job waits for `server` by an explicit dependency only, never by taking one of its outputs: a
+    fixed-name server is replaced delete-before-replace, and Pulumi first deletes every resource
+    whose inputs come from it and must be replaced too, which would take the dependent apps down
+    with it.
     """
     job = container(resource_name, service, ContainerSpec(
         placement=Placement(networks=[service.data_network], aliases=[]),
         restart="no",
-        extra={"entrypoints": list(entrypoint), **ONE_SHOT,
-               "labels": [docker.ContainerLabelArgs(label="berth.server", value=server.id)]},
+        extra={"entrypoints": list(entrypoint), **ONE_SHOT},
         **fields,
     ), parent=parent, depends_on=[server])
     return job, exit_gate(job, resource_name)

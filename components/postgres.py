@@ -27,8 +27,7 @@ class Postgres(pulumi.ComponentResource):
 
     The databases are provisioned by a one-shot psql job once the server is healthy, not by the
     image's init scripts (those run only on an empty volume): a database added to settings, or a
-    password changed, reaches a live cluster on the next `pulumi up`. The script converges, so the
-    job also runs whenever the server container is replaced.
+    password changed, reaches a live cluster on the next `pulumi up`. The script converges.
     """
 
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:

@@ -152,17 +152,26 @@ SETUP_JOBS = {"postgres-databases": "postgres-container", "minio-buckets": "mini
               "elk-kibana-password": "elk-elasticsearch"}
 
 
-def test_setup_jobs_run_after_their_server_and_again_with_each_new_one(synthesized):
+def test_setup_jobs_wait_for_their_server_by_an_explicit_dependency(synthesized):
     jobs = [r for r in synthesized.containers if r["name"] in SETUP_JOBS]
     assert {r["name"] for r in jobs} == {r["name"] for r in synthesized.containers if r["parent"]
                                          not in {*synthesized.settings.enabled_jobs} and is_one_shot(r)}
     for record in jobs:
-        server = SETUP_JOBS[record["name"]]
-        # the label holds the server's container id: a new server container means a new job run
-        assert record["inputs"]["labels"] == [{"label": "berth.server", "value": f"{server}-id"}]
-        assert server in record["options"]["dependencies"]
+        assert SETUP_JOBS[record["name"]] in record["options"]["depends_on"]
+        assert "labels" not in record["inputs"]
         assert networks(record) == [synthesized.docker_name("data")]
         assert record["inputs"]["restart"] == "no"
+
+
+def test_nothing_takes_an_input_from_a_delete_before_replace_container(synthesized):
+    """Pulumi deletes, ahead of a delete-before-replace, every resource that takes one of its outputs
+    and must be replaced with it: a data service's image bump must not take the apps down with it."""
+    replaced_first = {r["name"] for r in synthesized.containers if r["options"]["delete_before_replace"]}
+    assert replaced_first
+    for record in synthesized.resources:
+        options = record["options"]
+        from_outputs = set(options["dependencies"]) - set(options["depends_on"])
+        assert not from_outputs & replaced_first, (record["name"], from_outputs & replaced_first)
 
 
 def test_postgres_databases_job_runs_the_sql_with_psql_as_the_superuser(synthesized):
@@ -623,3 +632,35 @@ def test_every_reference_settings_allow_has_a_value(pulumi_mocks, valid):
             assert await value.is_secret(), ref
 
     return check()
+
+
+class FailingJobMocks(SynthMocks):
+    """Every container exits 3, as a failed migration would."""
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        resource_id, state = super().new_resource(args)
+        if args.typ == "docker:index/container:Container":
+            state["exitCode"] = 3
+        return resource_id, state
+
+
+@pytest.fixture
+def failing_job_mocks():
+    pulumi.runtime.set_mocks(FailingJobMocks(), project="berth", stack="unit", preview=False)
+
+
+def test_a_failed_job_fails_the_update_and_says_how_to_run_it_again(failing_job_mocks):
+    import pulumi_docker as docker
+
+    from components.common import ONE_SHOT, JobFailed, exit_gate
+
+    @pulumi.runtime.test
+    def program() -> None:
+        job = docker.Container("migrate-job", image="migrations:1", **ONE_SHOT)
+        exit_gate(job, "migrate")  # not awaited by anything: the update fails all the same
+
+    with pytest.raises(JobFailed) as failed:
+        program()
+    urn = "urn:pulumi:unit::berth::pulumi:pulumi:Stack$docker:index/container:Container::migrate-job"
+    assert str(failed.value).startswith("job migrate exited with 3; see its logs")
+    assert f"`pulumi up --replace '{urn}'`" in str(failed.value)
