@@ -40,8 +40,7 @@ class Elk(pulumi.ComponentResource):
         self.volume = data_volume(f"{name}-data", settings, es.volume, self)
         self.elastic_password = password(f"{name}-elastic-password", self, elk.elastic_password)
         kibana_password = password(f"{name}-kibana-system-password", self)
-        self.url: pulumi.Output[str] = pulumi.Output.secret(self.elastic_password.apply(
-            lambda pw: plan.ELASTICSEARCH_URL.replace("http://", f"http://elastic:{pw}@")))
+        self.url: pulumi.Output[str] = pulumi.Output.secret(self.elastic_password.apply(plan.elastic_url))
         assert es.resources.limits.memory is not None
         # Containers' logs come to this Logstash when the stack logs by gelf without an address of its own.
         gelf = settings.logging.driver == "gelf" and not settings.logging.address

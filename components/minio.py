@@ -50,7 +50,7 @@ class Minio(pulumi.ComponentResource):
         self.ready: pulumi.Resource = self.container
         self.gate: pulumi.Output[str] | None = None
         if mn.buckets:
-            target = self.secret_key.apply(lambda pw: f"http://{mn.root_user}:{pw}@minio:{plan.API_PORT}")
+            target = self.secret_key.apply(lambda pw: plan.mc_host(mn.root_user, pw))
             script = " && ".join(f"mc mb --ignore-existing berth/{shlex.quote(b)}" for b in mn.buckets)
             self.buckets, self.gate = setup_job(
                 f"{name}-buckets", args, self, self.container, ["/bin/sh"],

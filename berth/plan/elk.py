@@ -6,6 +6,8 @@ values set by the components, and rendered files only reference them (``${LOGSTA
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from berth.settings.services import LogstashSettings
 
 ELASTICSEARCH_URL = "http://elasticsearch:9200"
@@ -29,6 +31,11 @@ def heap_mb(memory_limit_bytes: int) -> int:
 def java_opts(heap: int) -> str:
     """Pin the heap: -Xms equal to -Xmx, so the JVM never resizes it."""
     return f"-Xms{heap}m -Xmx{heap}m"
+
+
+def elastic_url(password: str) -> str:
+    """The superuser's URL, ``http://elastic:<password>@elasticsearch:9200``, the password percent-encoded."""
+    return ELASTICSEARCH_URL.replace("http://", f"http://elastic:{quote(password, safe='')}@")
 
 
 def logstash_pipeline(settings: LogstashSettings, elasticsearch_url: str = ELASTICSEARCH_URL,

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 API_PORT = 9000
 CONSOLE_PORT = 9001
 LIVE_PATH = "/minio/health/live"
+
+
+def mc_host(user: str, password: str, host: str = "minio") -> str:
+    """An ``MC_HOST_<alias>`` value, ``http://user:password@host:9000``, with both credentials percent-encoded."""
+    return f"http://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{API_PORT}"
 
 
 def healthcheck_test(port: int = API_PORT) -> list[str]:

@@ -10,9 +10,10 @@ from pydantic import AfterValidator, model_validator
 from berth.settings.apps import HttpPath
 from berth.settings.base import BerthModel, ByteSize, Cadence, Duration, ImageRef, Name, Port, in_range, matching
 
+# A leading "*." wildcard is nginx's; a bare "*" or "*foo" is not a server name nginx accepts.
 ServerName = Annotated[str, AfterValidator(matching(
-    r"(\{domain\}|\*|[a-z0-9*]([a-z0-9-]*[a-z0-9])?)(\.(\{domain\}|[a-z0-9]([a-z0-9-]*[a-z0-9])?))*|_",
-    "a host name such as www.{domain}, api.example.com or _"))]
+    r"(\*\.)?(\{domain\}|[a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.(\{domain\}|[a-z0-9]([a-z0-9-]*[a-z0-9])?))*|_",
+    "a host name such as www.{domain}, *.example.com, api.example.com or _"))]
 HeaderValue = Annotated[str, AfterValidator(matching(r"[^$\"\n]+", "a header value without $, \" or newlines"))]
 Rate = Annotated[str, AfterValidator(matching(r"[1-9][0-9]*r/[sm]", "a rate like 10r/s or 30r/m"))]
 
@@ -86,6 +87,8 @@ class ProxySettings(BerthModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ProxySettings:
+        if self.http_port == self.https_port:
+            raise ValueError(f"https_port: {self.https_port} is also http_port; they need a port each")
         if self.http_redirect and self.tls.mode == "none":
             raise ValueError("http_redirect needs tls.mode other than none")
         for i, site in enumerate(self.sites):

@@ -11,6 +11,7 @@ from berth.settings.base import BerthModel, Name, Secret, VolumeName, in_range, 
 from berth.settings.host import HostSettings, ImageOverrides, LogSettings, Registry
 from berth.settings.proxy import ProxySettings
 from berth.settings.services import (
+    DataService,
     ElkSettings,
     MinioSettings,
     PostgresSettings,
@@ -117,6 +118,20 @@ class Settings(BerthModel):
                     if route.app not in routable:
                         raise ValueError(f"proxy.sites[{i}].routes[{j}].app: {route.app!r} (route {route.path}) "
                                          f"is not one of {sorted(routable)}")
+        if self.proxy is not None and self.proxy.enabled:
+            seen: dict[str, str] = {}
+            for name in (n for site in self.proxy.sites for n in site.server_names):
+                host = name.replace("{domain}", self.domain)
+                if host in seen:
+                    raise ValueError(f"proxy.sites: server names {seen[host]!r} and {name!r} are both {host!r} "
+                                     f"with domain {self.domain!r}")
+                seen[host] = name
+        volumes: dict[str, str] = {}
+        for service, volume in self._service_volume_owners():
+            if volume in volumes:
+                raise ValueError(f"{service}.volume: {volume!r} is already {volumes[volume]}.volume; "
+                                 "each data service needs its own volume")
+            volumes[volume] = service
         if self.logging.driver == "gelf" and not self.logging.address and not self.service("logstash"):
             raise ValueError("logging.address: driver gelf needs an address, or elk in the stack to send to")
         self._no_cycles()
@@ -160,11 +175,16 @@ class Settings(BerthModel):
                 raise ValueError(f"{where}.volumes: {volume!r} is a data service's volume")
 
     def _service_volumes(self) -> set[VolumeName]:
-        sections = [self.service(n) for n in ("postgres", "redis", "rabbitmq", "minio")]
-        volumes = {s.volume for s in sections if s is not None}  # type: ignore[attr-defined]
+        return {volume for _, volume in self._service_volume_owners()}
+
+    def _service_volume_owners(self) -> list[tuple[str, VolumeName]]:
+        """(config key of the service, its volume) for every enabled data service."""
+        sections = {name: self.service(name) for name in ("postgres", "redis", "rabbitmq", "minio")}
+        owners = [(name, section.volume) for name, section in sections.items()
+                  if isinstance(section, DataService)]
         if self.service("elasticsearch") and self.elk is not None:
-            volumes.add(self.elk.elasticsearch.volume)
-        return volumes
+            owners.append(("elk.elasticsearch", self.elk.elasticsearch.volume))
+        return owners
 
     def _console_enabled(self, console: str) -> bool:
         return self.service("kibana" if console == "kibana" else "minio") is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Annotated, Literal
 
@@ -20,8 +21,28 @@ from berth.settings.base import (
 )
 
 Identifier = Annotated[str, AfterValidator(matching(r"[a-z_][a-z0-9_]{0,62}", "a lower-case SQL identifier"))]
+
+
+def _not_reserved_role(name: str) -> str:
+    if name.startswith("pg_"):
+        raise ValueError(f"{name!r} starts with pg_, which PostgreSQL reserves for its own roles")
+    return name
+
+
+RoleName = Annotated[Identifier, AfterValidator(_not_reserved_role)]
 BucketName = Annotated[str, AfterValidator(matching(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", "an S3 bucket name"))]
 AmqpName = Annotated[str, AfterValidator(matching(r"[A-Za-z0-9_.:/-]{1,255}", "a RabbitMQ name"))]
+
+
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{pattern!r} is not a regular expression ({exc})") from None
+    return pattern
+
+
+Permission = Annotated[str, AfterValidator(_regex)]
 
 
 class DataService(BerthModel):
@@ -39,7 +60,7 @@ class DataService(BerthModel):
 class PostgresDatabase(BerthModel):
     """One application database with its own owner role."""
 
-    owner: Identifier | None = None  # defaults to the database name
+    owner: RoleName | None = None  # defaults to the database name
     password: Secret | None = None   # generated when not given
 
 
@@ -48,7 +69,7 @@ class PostgresSettings(DataService):
 
     image: ImageRef = "postgres:16-alpine"
     volume: VolumeName = "postgres_data"
-    user: Identifier = "postgres"
+    user: RoleName = "postgres"
     database: Identifier = "app"
     password: Secret | None = None
     databases: dict[Identifier, PostgresDatabase] = {}
@@ -58,6 +79,9 @@ class PostgresSettings(DataService):
         seen: set[str] = set()
         for name, db in self.databases.items():
             owner = db.owner or name
+            if db.owner is None and name.startswith("pg_"):
+                raise ValueError(f"databases.{name}.owner: the default owner {name!r} starts with pg_, which "
+                                 "PostgreSQL reserves for its own roles; name another owner")
             if owner == self.user:
                 raise ValueError(f"databases.{name}.owner: {owner!r} is the superuser; give each database its own role")
             if owner in seen:
@@ -89,10 +113,10 @@ class RabbitUser(BerthModel):
     """An application user with configure/write/read permissions on its vhosts."""
 
     password: Secret | None = None
-    vhosts: list[AmqpName] = ["/"]
-    configure: str = ".*"
-    write: str = ".*"
-    read: str = ".*"
+    vhosts: Annotated[list[AmqpName], Field(min_length=1)] = ["/"]  # the first is in the user's URL
+    configure: Permission = ".*"
+    write: Permission = ".*"
+    read: Permission = ".*"
     tags: list[str] = []
 
 
@@ -103,7 +127,7 @@ class RabbitMQSettings(DataService):
     volume: VolumeName = "rabbitmq_data"
     admin_user: AmqpName = "admin"
     admin_password: Secret | None = None
-    vhosts: list[AmqpName] = ["/"]
+    vhosts: Annotated[list[AmqpName], Field(min_length=1)] = ["/"]
     users: dict[AmqpName, RabbitUser] = {}
     queues: list[RabbitQueue] = []
     healthcheck: Cadence = Cadence(start_period=timedelta(seconds=60))
@@ -130,7 +154,9 @@ class MinioSettings(DataService):
     image: ImageRef = "minio/minio:RELEASE.2024-06-13T22-53-53Z"
     client_image: ImageRef = "minio/mc:RELEASE.2024-06-12T14-34-03Z"
     volume: VolumeName = "minio_data"
-    root_user: str = "berth-admin"
+    # MinIO's access key: 3 or more characters; kept to URL-safe ones, as it goes into MC_HOST_*.
+    root_user: Annotated[str, AfterValidator(matching(r"[A-Za-z0-9_.-]{3,128}",
+                                                      "3-128 letters, digits, '_', '.' or '-'"))] = "berth-admin"
     buckets: list[BucketName] = []
     stop_grace: Duration = timedelta(seconds=30)
 

@@ -6,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,6 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from berth.plan.elk import (
+    elastic_url,
     elasticsearch_env,
     heap_mb,
     kibana_env,
@@ -262,3 +264,11 @@ def test_pipeline_with_gelf_input_for_container_logs():
     assert text.startswith("input {\n  tcp {\n    port => 5000\n    codec => json_lines\n  }\n"
                            "  gelf {\n    port => 12202\n  }\n}\noutput {\n")
     assert "gelf" not in logstash_pipeline(LogstashSettings())
+
+
+def test_elastic_url_percent_encodes_the_password():
+    url = elastic_url("p@ss/w#rd:1")
+    assert url == "http://elastic:p%40ss%2Fw%23rd%3A1@elasticsearch:9200"
+    parts = urllib.parse.urlsplit(url)
+    assert (parts.username, parts.hostname, urllib.parse.unquote(parts.password or "")) == (
+        "elastic", "elasticsearch", "p@ss/w#rd:1")

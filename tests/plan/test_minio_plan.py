@@ -7,11 +7,12 @@ import shutil
 import socket
 import subprocess
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from berth.plan.minio import LIVE_PATH, healthcheck_test
+from berth.plan.minio import LIVE_PATH, healthcheck_test, mc_host
 
 
 @contextlib.contextmanager
@@ -69,3 +70,10 @@ def test_nothing_listening_fails():
 
 def test_default_port_is_the_api_port():
     assert "/dev/tcp/127.0.0.1/9000" in healthcheck_test()[3]
+
+
+def test_mc_host_percent_encodes_the_credentials():
+    url = mc_host("berth-admin", "p@ss/w#rd:1")
+    assert url == "http://berth-admin:p%40ss%2Fw%23rd%3A1@minio:9000"
+    parts = urllib.parse.urlsplit(url)
+    assert (parts.hostname, parts.port, urllib.parse.unquote(parts.password or "")) == ("minio", 9000, "p@ss/w#rd:1")

@@ -492,3 +492,35 @@ def test_a_key_with_a_line_break_stays_on_one_line(raw_config, changes, line):
 def test_blank_secrets_are_refused(assert_config_error, path, blank):
     # An empty requirepass would switch Redis authentication off.
     assert_config_error(path, "a secret may not be empty or blank", {path: blank})
+
+
+# -- rules found in review: each would have passed validation and broken the deploy -------------
+
+
+@pytest.mark.parametrize(("path", "changes", "rule"), [
+    ("redis.volume", {"redis.volume": "postgres_data"},
+     "'postgres_data' is already postgres.volume; each data service needs its own volume"),
+    ("postgres.user", {"postgres.user": "pg_admin"}, "'pg_admin' starts with pg_, which PostgreSQL reserves"),
+    ("postgres.databases.shop.owner", {"postgres.databases.shop.owner": "pg_monitor"},
+     "'pg_monitor' starts with pg_, which PostgreSQL reserves"),
+    ("postgres.databases.pg_stats.owner", {"postgres.databases.pg_stats": {}},
+     "the default owner 'pg_stats' starts with pg_"),
+    ("rabbitmq.vhosts", {"rabbitmq.vhosts": [], "rabbitmq.users": {}, "rabbitmq.queues": []},
+     "List should have at least 1 item"),
+    ("rabbitmq.users.worker.vhosts", {"rabbitmq.users.worker.vhosts": []}, "List should have at least 1 item"),
+    ("rabbitmq.users.worker.write", {"rabbitmq.users.worker.write": "(["}, "'([' is not a regular expression"),
+    ("minio.root_user", {"minio.root_user": "a@b"}, "is not 3-128 letters, digits"),
+    ("minio.root_user", {"minio.root_user": "ab"}, "is not 3-128 letters, digits"),
+    ("proxy.sites[0].server_names[0]", {"proxy.sites[0].server_names": ["*"]}, "is not a host name"),
+    ("proxy.sites[0].server_names[0]", {"proxy.sites[0].server_names": ["*foo"]}, "is not a host name"),
+    ("proxy.https_port", {"proxy.https_port": 80}, "80 is also http_port"),
+    ("proxy.sites", {"proxy.sites[1].server_names": ["example.com"]},
+     "server names '{domain}' and 'example.com' are both 'example.com'"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_rules_that_would_otherwise_fail_at_deploy(assert_config_error, path, changes, rule):
+    assert_config_error(path, rule, changes)
+
+
+def test_wildcard_server_names_nginx_accepts(valid):
+    proxy = valid({"proxy.sites[1].server_names": ["*.api.{domain}"]}).proxy
+    assert proxy is not None and proxy.sites[1].server_names == ["*.api.{domain}"]
