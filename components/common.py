@@ -26,6 +26,7 @@ from berth.plan.containers import (
     resolve_image,
     resource_args,
     seconds,
+    waits_for,
 )
 from berth.settings import Cadence, Resources, Settings
 from berth.settings.apps import Workload
@@ -216,7 +217,7 @@ def workload_spec(args: ServiceArgs, workload: Workload, env: Mapping[str, str],
         "working_dir": workload.working_dir,
         # A failed job fails this input, so nothing that needs the job starts after it failed.
         "labels": [docker.ContainerLabelArgs(label=f"berth.after.{dep}", value=args.gates[dep])
-                   for dep in sorted(workload.depends_on) if dep in args.gates] or None,
+                   for dep in waits_for(workload) if dep in args.gates] or None,
         **(ONE_SHOT if one_shot else {}),
     }
     return ContainerSpec(
@@ -234,4 +235,4 @@ def workload_spec(args: ServiceArgs, workload: Workload, env: Mapping[str, str],
 
 def dependencies(args: ServiceArgs, workload: Workload) -> list[pulumi.Resource]:
     """The resources a workload waits for: data services healthy, apps healthy, jobs finished."""
-    return [args.after[name] for name in sorted(workload.depends_on)]
+    return [args.after[name] for name in waits_for(workload)]

@@ -157,10 +157,19 @@ def seconds(value: timedelta) -> int:
     return int(value.total_seconds())
 
 
+def waits_for(workload: Workload) -> list[str]:
+    """What a workload starts after: its depends_on, and every data service it takes a secret from.
+
+    An app given ``postgres.databases.shop.url`` needs that database to exist when it starts, whether
+    or not its settings also say ``depends_on: [postgres]``.
+    """
+    services = {ref.split(".", 1)[0] for ref in workload.secrets.values()} & set(SERVICE_NAMES)
+    return sorted(set(workload.depends_on) | services)
+
+
 def needs_data_network(workload: Workload) -> bool:
-    """A workload joins the internal data network only if it depends on or takes secrets from a data service."""
-    named = set(workload.depends_on) | {ref.split(".", 1)[0] for ref in workload.secrets.values()}
-    return bool(named & set(SERVICE_NAMES))
+    """A workload joins the internal data network only if it waits for a data service."""
+    return bool(set(waits_for(workload)) & set(SERVICE_NAMES))
 
 
 def stack_images(settings: Settings) -> set[str]:

@@ -22,6 +22,7 @@ from berth.plan.containers import (
     seconds,
     split_image,
     stack_images,
+    waits_for,
     workload_env,
 )
 from berth.settings import Cadence, Resources, load_settings
@@ -251,6 +252,18 @@ def test_seconds_are_whole():
 ], ids=["nothing", "an-app", "a-generated-secret", "redis", "logstash", "postgres-url", "minio-key", "elastic"])
 def test_needs_data_network(fields, needs):
     assert needs_data_network(JobSettings.model_validate({"image": "ghcr.io/acme/job:1", **fields})) is needs
+
+
+@pytest.mark.parametrize(("fields", "waits"), [
+    ({}, []),
+    ({"depends_on": ["frontend", "redis"]}, ["frontend", "redis"]),
+    ({"secrets": {"JWT": "secrets.jwt"}}, []),
+    ({"secrets": {"DB": "postgres.databases.shop.url", "Q": "rabbitmq.users.worker.url"}}, ["postgres", "rabbitmq"]),
+    ({"depends_on": ["postgres"], "secrets": {"DB": "postgres.url", "ES": "elasticsearch.password"}},
+     ["elasticsearch", "postgres"]),
+], ids=["nothing", "declared", "a-generated-secret", "implied-by-secrets", "both-once"])
+def test_waits_for_declared_and_implied_services(fields, waits):
+    assert waits_for(JobSettings.model_validate({"image": "ghcr.io/acme/job:1", **fields})) == waits
 
 
 def test_baseline_workloads_on_the_data_network(valid):
