@@ -13,7 +13,8 @@ class AppService(pulumi.ComponentResource):
 
     Containers have no fixed name, so a replacement is created (and turns healthy, `wait=True`)
     before the old one is stopped; the old one then drains for `grace` seconds. The proxy resolves
-    the alias per request, so traffic moves to the new container without a reload.
+    the alias per request, so traffic moves to the new container without a reload. An app with
+    `update_order: stop-first` (a single writer of its files) is stopped first instead.
     """
 
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -25,6 +26,7 @@ class AppService(pulumi.ComponentResource):
             aliases=[name],
             health=(test, app.healthcheck) if test and app.healthcheck else None,
             fixed_name=None,
+            stop_first=app.update_order == "stop-first",
             grace=app.grace,
             restart=app.restart,
             wait_timeout=app.wait_timeout,

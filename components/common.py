@@ -75,8 +75,9 @@ class ContainerSpec:
     volumes: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # container path -> volume name
     uploads: Sequence[docker.ContainerUploadArgs] = ()
     # A fixed docker name makes the container delete-before-replace (data services, the proxy);
-    # apps leave it None and are replaced create-before-delete behind their alias.
+    # apps leave it None and are replaced create-before-delete behind their alias, unless stop_first.
     fixed_name: str | None = None
+    stop_first: bool = False
     grace: timedelta = timedelta(seconds=60)
     restart: str = SERVICE_RESTART
     wait_timeout: int = SERVICE_WAIT_SECONDS
@@ -115,7 +116,7 @@ def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, par
         opts=pulumi.ResourceOptions(
             parent=parent,
             depends_on=list(depends_on),
-            delete_before_replace=spec.fixed_name is not None,
+            delete_before_replace=spec.fixed_name is not None or spec.stop_first,
             # A one-shot's captured output lands in the state: a job that prints a URL must not leak it.
             additional_secret_outputs=["container_logs"] if spec.extra.get("logs") else None,
             custom_timeouts=pulumi.CustomTimeouts(create=f"{spec.create_timeout}s") if spec.create_timeout else None,

@@ -78,6 +78,11 @@ class AppSettings(Workload):
     restart: Literal["unless-stopped", "always", "on-failure"] = "unless-stopped"
     # How long the old container drains after its replacement is healthy.
     grace: Grace = timedelta(seconds=30)
+    # start-first: the new container is healthy before the old one stops (no downtime). stop-first:
+    # the old one stops before the new one starts, for a single writer of its volume's files (a
+    # JSON-file or SQLite database), which two processes at once would corrupt. As in compose's
+    # deploy.update_config.order.
+    update_order: Literal["start-first", "stop-first"] = "start-first"
     # How long `pulumi up` waits for a new container to turn healthy.
     wait_timeout: Annotated[int, AfterValidator(in_range(10, 3600))] = 300
 

@@ -357,13 +357,13 @@ def test_every_volume_is_mounted_by_a_container_of_its_owner(synthesized):
 # -- replacement -----------------------------------------------------------------------------------
 
 
-def test_apps_are_replaced_create_before_delete(synthesized):
+def test_apps_are_replaced_create_before_delete_unless_stop_first(synthesized):
     for name, containers in app_containers(synthesized).items():
         app = synthesized.settings.apps[name]
         assert sorted(r["name"] for r in containers) == [f"{name}-{i}" for i in range(app.replicas)]
         for record in containers:
             inputs = record["inputs"]
-            assert record["options"]["delete_before_replace"] is False
+            assert record["options"]["delete_before_replace"] is (app.update_order == "stop-first")
             assert "name" not in inputs  # autonamed, so old and new can run side by side
             assert inputs["wait"] is True and inputs["waitTimeout"] == app.wait_timeout
             assert inputs["destroyGraceSeconds"] == int(app.grace.total_seconds()) >= 30
@@ -377,9 +377,12 @@ def test_fixed_names_replace_delete_first(synthesized):
         assert record["options"]["delete_before_replace"] is True, record["name"]
         alias = record["inputs"]["networksAdvanced"][0]["aliases"][0]
         assert record["inputs"]["name"] == synthesized.docker_name(alias)
+    stop_first = {f"{name}-{i}" for name, app in synthesized.settings.enabled_apps.items()
+                  if app.update_order == "stop-first" for i in range(app.replicas)}
     for record in synthesized.containers:
         if record not in fixed:
-            assert "name" not in record["inputs"] and record["options"]["delete_before_replace"] is False
+            assert "name" not in record["inputs"]
+            assert record["options"]["delete_before_replace"] is (record["name"] in stop_first)
 
 
 def test_resource_names_are_unique(synthesized):
@@ -672,3 +675,12 @@ def test_an_app_taking_a_database_url_waits_for_it_without_depends_on(synth_with
     backend = synth.named("backend-0")
     assert {"postgres-container", "postgres-databases"} <= set(backend["options"]["dependencies"])
     assert {"label": "berth.after.postgres", "value": "exit-0"} in backend["inputs"]["labels"]
+
+
+def test_the_json_file_database_has_one_writer_during_a_deploy(synth_of):
+    """WebProMetrics' backend writes db.json on its volume: it is stopped before its replacement starts."""
+    synth = synth_of("prod", "webprometrics")
+    assert synth.settings.apps["backend"].update_order == "stop-first"
+    assert synth.named("backend-0")["options"]["delete_before_replace"] is True
+    others = [r for name, rs in app_containers(synth_of("prod", "praxifi")).items() for r in rs]
+    assert others and all(r["options"]["delete_before_replace"] is False for r in others)
