@@ -6,10 +6,12 @@ ordering, secrecy of env, networks, resources and replacement order are decided 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import pulumi
 import pulumi_docker as docker
@@ -90,6 +92,7 @@ def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, par
               depends_on: Sequence[pulumi.Resource] = ()) -> docker.Container:
     """A container with berth's defaults; with a healthcheck, `pulumi up` waits until it is healthy."""
     settings, health = service.settings, spec.health
+    check = healthcheck(*health) if health else None
     args: dict[str, Any] = {
         "image": service.images[resolve_image(spec.image, settings.images)],
         "envs": _envs(spec.env, spec.secret_env),
@@ -100,7 +103,7 @@ def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, par
         "volumes": [docker.ContainerVolumeArgs(volume_name=volume, container_path=path)
                     for path, volume in sorted(spec.volumes.items())],
         "uploads": list(spec.uploads),
-        "healthcheck": docker.ContainerHealthcheckArgs(**healthcheck(*health)) if health else None,
+        "healthcheck": docker.ContainerHealthcheckArgs(**check) if check else None,
         "wait": health is not None,
         "wait_timeout": spec.wait_timeout if health is not None else None,
         "destroy_grace_seconds": seconds(spec.grace),
@@ -110,6 +113,8 @@ def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, par
         **resource_args(spec.resources),
         **spec.extra,
     }
+    extra_labels = cast(list[docker.ContainerLabelArgs], spec.extra.get("labels") or [])
+    args["labels"] = [*extra_labels, *replace_on_label(check, cast(Mapping[str, str] | None, spec.extra.get("tmpfs")))]
     return docker.Container(
         resource_name,
         **{key: value for key, value in args.items() if value is not None and value != []},
@@ -122,6 +127,19 @@ def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, par
             custom_timeouts=pulumi.CustomTimeouts(create=f"{spec.create_timeout}s") if spec.create_timeout else None,
         ),
     )
+
+
+def replace_on_label(check: Mapping[str, Any] | None,
+                     tmpfs: Mapping[str, str] | None) -> list[docker.ContainerLabelArgs]:
+    """A label whose value changes with the healthcheck and tmpfs, so that changing them replaces the container.
+
+    The provider updates both in place, and docker's ContainerUpdate ignores them: the change was
+    recorded and never applied (kreuzwerker/terraform-provider-docker#988). Labels force a new container.
+    """
+    if not check and not tmpfs:
+        return []
+    digest = hashlib.sha256(json.dumps({"healthcheck": check, "tmpfs": tmpfs}, sort_keys=True).encode()).hexdigest()
+    return [docker.ContainerLabelArgs(label="berth.replace-on", value=digest[:16])]
 
 
 # A one-shot container: `pulumi up` waits for it to exit and keeps its logs; docker never restarts it.

@@ -684,3 +684,25 @@ def test_the_json_file_database_has_one_writer_during_a_deploy(synth_of):
     assert synth.named("backend-0")["options"]["delete_before_replace"] is True
     others = [r for name, rs in app_containers(synth_of("prod", "praxifi")).items() for r in rs]
     assert others and all(r["options"]["delete_before_replace"] is False for r in others)
+
+
+def _replace_on(record: dict[str, Any]) -> str | None:
+    return next((label["value"] for label in record["inputs"].get("labels", [])
+                 if label["label"] == "berth.replace-on"), None)
+
+
+def test_healthcheck_and_tmpfs_changes_replace_the_container(synthesized):
+    """The provider would update them in place, which docker ignores (kreuzwerker#988): a label forces a new one."""
+    for record in synthesized.containers:
+        inputs = record["inputs"]
+        assert (_replace_on(record) is not None) is bool(inputs.get("healthcheck") or inputs.get("tmpfs")), \
+            record["name"]
+
+
+def test_the_replace_on_label_follows_the_healthcheck_and_tmpfs(synth_of, synth_with):
+    base = synth_of("dev", "databaseai")
+    slower = synth_with("dev", "databaseai", overrides={"apps": {"backend": {"healthcheck": {"start_period": "90s"}}}})
+    roomier = synth_with("dev", "databaseai", overrides={"apps": {"backend": {"tmpfs": {"/tmp": "size=512m,exec"}}}})
+    values = {_replace_on(s.named("backend-0")) for s in (base, slower, roomier)}
+    assert len(values) == 3 and None not in values
+    assert _replace_on(slower.named("frontend-0")) == _replace_on(base.named("frontend-0"))
