@@ -128,6 +128,13 @@ def _schema_sql(name: str, owner: str) -> list[str]:
         f"-- public schema of {name}: owned by {owner}, nothing for PUBLIC",
         # psql meta-command (the job runs the script with psql). The superuser stays connected.
         f"\\connect {quote_ident(name)}",
+        # An owner changed in settings: the previous one (berth made it the schema's owner) hands
+        # over its tables and loses its grants, so the new owner can use the data and the old
+        # role reaches nothing. The query runs before either statement does.
+        "SELECT format('REASSIGN OWNED BY %I TO %I', r.rolname, " + quote_literal(owner) + "), "
+        "format('DROP OWNED BY %I', r.rolname) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner "
+        "WHERE n.nspname = 'public' AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\\_%' "
+        f"AND r.rolname <> {quote_literal(owner)}\\gexec",
         f"ALTER SCHEMA public OWNER TO {role};",
         "REVOKE ALL ON SCHEMA public FROM PUBLIC;",
     ]

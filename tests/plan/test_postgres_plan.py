@@ -110,11 +110,13 @@ REVOKE ALL ON DATABASE "template1" FROM PUBLIC;
 
 -- public schema of chat_service: owned by chat_user, nothing for PUBLIC
 \connect "chat_service"
+SELECT format('REASSIGN OWNED BY %I TO %I', r.rolname, 'chat_user'), format('DROP OWNED BY %I', r.rolname) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = 'public' AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\_%' AND r.rolname <> 'chat_user'\gexec
 ALTER SCHEMA public OWNER TO "chat_user";
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 
 -- public schema of fetch_service: owned by fetch_service, nothing for PUBLIC
 \connect "fetch_service"
+SELECT format('REASSIGN OWNED BY %I TO %I', r.rolname, 'fetch_service'), format('DROP OWNED BY %I', r.rolname) FROM pg_namespace n JOIN pg_roles r ON r.oid = n.nspowner WHERE n.nspname = 'public' AND NOT r.rolsuper AND r.rolname NOT LIKE 'pg\_%' AND r.rolname <> 'fetch_service'\gexec
 ALTER SCHEMA public OWNER TO "fetch_service";
 REVOKE ALL ON SCHEMA public FROM PUBLIC;
 """  # noqa: E501

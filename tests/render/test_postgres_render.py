@@ -179,3 +179,26 @@ def test_quote_ident_against_the_server(cluster, name):
     assert result.returncode == 0, result.stderr
     assert list(json.loads(result.stdout)) == [name]
 
+
+
+def test_an_owner_changed_in_settings_takes_over_the_data_and_the_old_role_reaches_nothing():
+    before = PostgresSettings.model_validate({"databases": {"notes": {"owner": "notes_old"}}})
+    after = PostgresSettings.model_validate({"databases": {"notes": {"owner": "notes_new"}}})
+    with postgres_cluster("postgres", SUPERUSER_PASSWORD, "app") as pg:
+        def as_role(sql: str, user: str, password: str):
+            return pg.psql(sql, database="notes", user=user, tcp=True, password=password)
+
+        assert pg.psql(databases_sql(before, {"notes": "old-pw"}), database="app").returncode == 0
+        made = as_role("CREATE TABLE notes (body text); INSERT INTO notes VALUES ('kept');", "notes_old", "old-pw")
+        assert made.returncode == 0, made.stderr
+        for _ in range(2):  # the change, then a run with nothing left to change
+            result = pg.psql(databases_sql(after, {"notes": "new-pw"}), database="app")
+            assert result.returncode == 0, result.stderr
+        used = as_role("INSERT INTO notes VALUES ('new'); SELECT string_agg(body, ',' ORDER BY body) FROM notes;",
+                       "notes_new", "new-pw")
+        assert used.returncode == 0 and used.stdout.strip().endswith("kept,new"), used.stderr
+        refused = as_role("SELECT 1;", "notes_old", "old-pw")
+        assert refused.returncode != 0 and "permission denied for database" in refused.stderr
+        owners = pg.psql("SELECT string_agg(DISTINCT tableowner, ',') FROM pg_tables WHERE schemaname = 'public';",
+                         database="notes")
+        assert owners.stdout.strip().endswith("notes_new"), owners.stdout
