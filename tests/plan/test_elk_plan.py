@@ -5,12 +5,12 @@ import os
 import shutil
 import socket
 import subprocess
-import threading
 import urllib.parse
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from httpstub import serving
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -171,15 +171,8 @@ def serve(fake: FakeElasticsearch):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(Handler) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 def run_job(tmp_path, url, elastic, kibana, tries=5):

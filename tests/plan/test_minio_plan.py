@@ -6,11 +6,11 @@ import contextlib
 import shutil
 import socket
 import subprocess
-import threading
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from httpstub import serving
 
 from berth.plan.minio import LIVE_PATH, healthcheck_test, mc_host
 
@@ -30,15 +30,8 @@ def stub(status: int):
         def log_message(self, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1], seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with serving(Handler) as port:
+        yield port, seen
 
 
 def probe(port: int) -> int:
