@@ -400,7 +400,11 @@ class Deployed:
                 answer = dep.app_post(resource, f"/data/{marker}", marker.encode())
                 assert answer.status == 200, answer.body
                 rep = dep.applier.replace(resource, new_image="berth-engine/standin:v2")
-                assert not rep.delete_before_replace, "an app is replaced create-before-delete"
+                # start-first apps are replaced create-before-delete; a stop-first one (a single
+                # writer of its files, as WebProMetrics' db.json backend) is stopped first
+                assert rep.delete_before_replace is (app.update_order == "stop-first"), app.update_order
+                if rep.delete_before_replace:
+                    assert rep.t_old_removed <= rep.t_new_started, "the old writer ran alongside the new one"
                 assert dep.inspect(resource)["Config"]["Image"] == "berth-engine/standin:v2"
                 got = dep.app_get(resource, f"/data/{marker}")
                 assert (got.status, got.body) == (200, marker.encode())
