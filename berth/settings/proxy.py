@@ -96,8 +96,4 @@ class ProxySettings(BerthModel):
                 if route.rate_limit is not None and route.rate_limit not in self.rate_limits:
                     raise ValueError(f"sites[{i}].routes[{j}].rate_limit: {route.rate_limit!r} is not one of "
                                      f"{sorted(self.rate_limits)}")
-        names = [name for site in self.sites for name in site.server_names]
-        for name in names:
-            if names.count(name) > 1:
-                raise ValueError(f"sites: server name {name!r} is in more than one site")
         return self

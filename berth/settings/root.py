@@ -119,9 +119,12 @@ class Settings(BerthModel):
                         raise ValueError(f"proxy.sites[{i}].routes[{j}].app: {route.app!r} (route {route.path}) "
                                          f"is not one of {sorted(routable)}")
         if self.proxy is not None and self.proxy.enabled:
+            # Compared once {domain} is filled in: nginx would ignore the second and misroute its routes.
             seen: dict[str, str] = {}
             for name in (n for site in self.proxy.sites for n in site.server_names):
                 host = name.replace("{domain}", self.domain)
+                if seen.get(host) == name:
+                    raise ValueError(f"proxy.sites: server name {name!r} is in more than one site")
                 if host in seen:
                     raise ValueError(f"proxy.sites: server names {seen[host]!r} and {name!r} are both {host!r} "
                                      f"with domain {self.domain!r}")
