@@ -117,7 +117,7 @@ def test_go_durations_become_nanoseconds(text: str, ns: int) -> None:
     assert go_duration_ns(text) == ns
 
 
-def test_a_healthcheck_becomes_the_engine_apihealth_config(synths: dict[str, dict]) -> None:
+def test_a_healthcheck_becomes_the_engine_api_health_config(synths: dict[str, dict]) -> None:
     backend = next(r for r in synths["dev/praxifi+opt-in"]["resources"] if r["name"] == "backend-0")
     assert health_config(backend["inputs"]["healthcheck"]) == {
         "Test": backend["inputs"]["healthcheck"]["tests"], "Retries": 5, "Interval": 60 * 10**9,
