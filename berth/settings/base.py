@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
-from berth.units import parse_bytes, parse_duration
+from berth.units import MIB, nano_cpus, parse_bytes, parse_duration, provider_cpus
 
 
 class BerthModel(BaseModel):
@@ -55,6 +56,51 @@ Grace = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_at
 ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
 Cpus = Annotated[float, BeforeValidator(lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v),
                  Field(gt=0, le=1024)]
+# Docker refuses a memory limit or reservation under 6 MiB; the provider counts memory in whole MiB.
+DOCKER_MIN_MEMORY = 6 * MIB
+# 0.01 CPUs is a CFS quota of 1 ms per 100 ms period, the kernel's smallest.
+MIN_CPU_LIMIT = Decimal("0.01")
+
+
+def _docker_memory(value: int) -> int:
+    if value % MIB:
+        raise ValueError(f"{value} bytes ({value / MIB:.2f} MiB) is not a whole number of MiB, the docker "
+                         "provider's unit")
+    if value < DOCKER_MIN_MEMORY:
+        raise ValueError(f"{value // MIB}m is below docker's minimum of 6m")
+    return value
+
+
+def cpu_limit_rule(value: float) -> str | None:
+    """Why the docker provider cannot keep `value` as a CPU limit, or None when it reads it back unchanged."""
+    exact = Decimal(repr(value))
+    if exact < MIN_CPU_LIMIT:
+        return f"{value:g} is below 0.01, the smallest CPU limit the kernel applies"
+    try:
+        back = provider_cpus(nano_cpus(exact))
+    except ValueError as error:
+        return str(error)
+    if Decimal(back) == exact:
+        return None
+    steps = (exact + k * Decimal("0.001") for k in sorted(range(-50, 51), key=abs) if k)
+    near = [str(c) for c in (Decimal(back), *steps) if c >= MIN_CPU_LIMIT and _kept(c)]
+    return (f"{value:g} CPUs is read back by the docker provider as \"{back}\" (its nanoInt64ToDecimalString "
+            f"rounds it), which would replace the container on every up; use e.g. {' or '.join(near[:2])}")
+
+
+def _kept(cpus: Decimal) -> bool:
+    return Decimal(provider_cpus(nano_cpus(cpus))) == cpus
+
+
+def _cpu_limit(value: float) -> float:
+    rule = cpu_limit_rule(value)
+    if rule:
+        raise ValueError(rule)
+    return value
+
+
+CpuLimit = Annotated[Cpus, AfterValidator(_cpu_limit)]
+Memory = Annotated[int, BeforeValidator(parse_bytes), AfterValidator(_docker_memory)]
 def _non_blank_secret(value: SecretStr) -> SecretStr:
     # An empty requirepass switches Redis authentication off; no service should get a blank secret.
     if not value.get_secret_value().strip():
@@ -108,13 +154,29 @@ class ResourceAmounts(BerthModel):
     """CPUs and memory, as a limit or a reservation."""
 
     cpus: Cpus | None = None
-    memory: ByteSize | None = None
+    memory: Memory | None = None
+
+
+class Limits(ResourceAmounts):
+    """Limits, with memory_swap: memory plus swap (docker's --memory-swap), twice memory unless given.
+
+    A CPU limit must be one the provider reads back unchanged (see `cpu_limit_rule`).
+    """
+
+    cpus: CpuLimit | None = None
+    memory_swap: Memory | None = None
+
+    @model_validator(mode="after")
+    def _swap_covers_memory(self) -> Limits:
+        if self.memory_swap is not None and (self.memory is None or self.memory_swap < self.memory):
+            raise ValueError("memory_swap: is memory plus swap, so it needs memory set and at least as large")
+        return self
 
 
 class Resources(BerthModel):
     """CPU and memory limits and reservations, as in compose's deploy.resources."""
 
-    limits: ResourceAmounts = ResourceAmounts()
+    limits: Limits = Limits()
     reservations: ResourceAmounts = ResourceAmounts()
 
     @model_validator(mode="after")
