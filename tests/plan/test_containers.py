@@ -212,8 +212,10 @@ def resources(limits: dict[str, object] | None = None, reservations: dict[str, o
      {"cpus": "2.0", "memory": 4096, "memory_swap": 8192, "cpu_shares": 1024, "memory_reservation": 2048}),
     (resources({"cpus": 0.5, "memory": "256m"}, {"cpus": 0.1, "memory": "64m"}),
      {"cpus": "0.5", "memory": 256, "memory_swap": 512, "cpu_shares": 102, "memory_reservation": 64}),
-    (resources({"cpus": 10, "memory": "1.5g", "memory_swap": "1.5g"}), {"cpus": "10.", "memory": 1536, "memory_swap": 1536}),
-    (resources({"cpus": 1.25, "memory": "6m", "memory_swap": "1g"}), {"cpus": "1.25", "memory": 6, "memory_swap": 1024}),
+    (resources({"cpus": 10, "memory": "1.5g", "memory_swap": "1.5g"}),
+     {"cpus": "10.", "memory": 1536, "memory_swap": 1536}),
+    (resources({"cpus": 1.25, "memory": "6m", "memory_swap": "1g"}),
+     {"cpus": "1.25", "memory": 6, "memory_swap": 1024}),
     (resources({"cpus": 0.011}), {"cpus": "0.011"}),
     (resources(), {}),
 ], ids=["seed", "fractions", "ten-reads-back-with-a-point", "swap-given", "thousandths", "none"])

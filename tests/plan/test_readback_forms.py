@@ -147,9 +147,9 @@ def test_a_duration_reads_back_as_written(value: timedelta) -> None:
 def test_a_healthcheck_reads_back_as_written(interval: timedelta, retries: int) -> None:
     cadence = Cadence(interval=interval, timeout=interval, start_period=interval * 2, retries=retries)
     written = healthcheck(["CMD", "true"], cadence)
-    stored = {"Test": written["tests"], "Interval": parse_go_duration(written["interval"]),
-              "Timeout": parse_go_duration(written["timeout"]), "StartPeriod": parse_go_duration(written["start_period"]),
-              "Retries": written["retries"]}
+    stored = {"Test": written["tests"], "Retries": written["retries"],
+              **{api: parse_go_duration(written[field]) for field, api in (
+                  ("interval", "Interval"), ("timeout", "Timeout"), ("start_period", "StartPeriod"))}}
     state = readback.healthcheck_state(stored)
     assert state is not None
     planned = {**readback.HEALTHCHECK_DEFAULTS, "tests": written["tests"], "interval": written["interval"],
