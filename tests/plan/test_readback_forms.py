@@ -155,3 +155,30 @@ def test_a_healthcheck_reads_back_as_written(interval: timedelta, retries: int) 
     planned = {**readback.HEALTHCHECK_DEFAULTS, "tests": written["tests"], "interval": written["interval"],
                "timeout": written["timeout"], "startPeriod": written["start_period"], "retries": written["retries"]}
     assert state == planned
+
+
+def docker_inspect(inputs: dict) -> dict:
+    """A model of `docker inspect` for a container the provider created from `inputs` (what Docker stores)."""
+    memory = inputs.get("memory", 0) * MIB
+    swap = inputs["memorySwap"] * MIB if inputs.get("memorySwap") else 2 * memory  # docker's fill-in
+    return {
+        "Name": "/" + inputs["name"], "Image": "sha256:" + "0" * 64, "Platform": "linux",
+        "Config": {"Image": inputs["image"], "Hostname": "abc", "Cmd": None, "Entrypoint": None, "User": "",
+                   "WorkingDir": "", "StopTimeout": inputs.get("stopTimeout")},
+        "HostConfig": {"NanoCpus": parse_cpus(inputs["cpus"]) if "cpus" in inputs else 0, "Memory": memory,
+                       "MemorySwap": swap, "RestartPolicy": {"Name": inputs.get("restart", "no")},
+                       "NetworkMode": "bridge", "LogConfig": {"Type": "json-file", "Config": {}}},
+        "State": {"Running": True},
+        "NetworkSettings": {"Networks": {}},
+    }
+
+
+def test_the_read_back_finds_the_diffs_issue_8_reported() -> None:
+    """berth's old inputs (cpus "2", no memory_swap) diff as a real `pulumi preview` showed; the new ones do not."""
+    old = {"name": "postgres", "image": "postgres:16", "restart": "unless-stopped", "cpus": "2", "memory": 2048}
+    problems = readback.diff(old, readback.container_state(docker_inspect(old), old), readback.CONTAINER_FIELDS)
+    assert [p.split(":")[0] for p in problems] == ["cpus", "memorySwap"], problems
+    assert 'cpus: synth writes "2", the provider reads back "2.0"' in problems
+    args = resource_args(Resources.model_validate({"limits": {"cpus": 2, "memory": "2g"}}))
+    new = {**old, "cpus": args["cpus"], "memory": args["memory"], "memorySwap": args["memory_swap"]}
+    assert readback.diff(new, readback.container_state(docker_inspect(new), new), readback.CONTAINER_FIELDS) == []
