@@ -128,11 +128,14 @@ class JobFailed(ApplyError):
 
 
 def go_duration_ns(text: str) -> int:
-    """Go's time.ParseDuration for the forms berth writes ("1m0s", "10s", "500ms") -> nanoseconds."""
+    """Go's time.ParseDuration for the forms berth writes ("1m0s", "10s", "1.5ms") -> nanoseconds, exactly."""
     parts = _GO_DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ApplyError(f"{text!r} is not a Go duration")
-    return round(sum(float(n) * _GO_UNIT_NS[u] for n, u in parts))
+    total = sum(Fraction(n) * _GO_UNIT_NS[u] for n, u in parts)
+    if total.denominator != 1:
+        raise ApplyError(f"{text!r} is not a whole number of nanoseconds")
+    return int(total)
 
 
 _HEALTH_FIELDS = {"interval": "Interval", "timeout": "Timeout", "startPeriod": "StartPeriod",

@@ -7,7 +7,9 @@ what Docker stores: NanoCPUs as an int, memory in bytes, durations in nanosecond
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import posixpath
 import sys
 from datetime import timedelta
 from decimal import Decimal
@@ -21,48 +23,30 @@ from pydantic import ValidationError
 
 from berth.plan.containers import healthcheck, resource_args
 from berth.settings import Cadence, Resources
+from berth.settings.loader import BLUEPRINTS as BLUEPRINTS_DIR
+from berth.synth import synth
 from berth.units import go_duration
 
 MIB = 1024**2
 
 
-def _readback():
-    """tests/engine/readback.py (its directory is not a package, and not on this tier's path)."""
-    name = "berth_engine_readback"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[1] / "engine" / "readback.py")
+def _engine_module(name: str):
+    """A module of tests/engine (not a package, and not on this tier's path), loaded once."""
+    key = f"berth_engine_{name}"
+    if key not in sys.modules:
+        spec = importlib.util.spec_from_file_location(key, Path(__file__).parents[1] / "engine" / f"{name}.py")
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
+        sys.modules[key] = module
         spec.loader.exec_module(module)
-    return sys.modules[name]
+    return sys.modules[key]
 
 
-readback = _readback()
-
-
-def parse_cpus(text: str) -> int:
-    """docker/cli opts.ParseCPUs, as the provider's Create calls it: big.Rat(text) × 10⁹, which must be whole."""
-    nano = Fraction(text) * 10**9
-    assert nano.denominator == 1, f"{text!r} is too precise for ParseCPUs"
-    return int(nano)
-
-
-def parse_go_duration(text: str) -> int:
-    """Go's time.ParseDuration for the units Duration.String() writes, exactly (no floats)."""
-    units = {"h": 3600 * 10**9, "m": 60 * 10**9, "s": 10**9, "ms": 10**6, "µs": 10**3, "ns": 1}
-    total, number = Fraction(0), ""
-    i = 0
-    while i < len(text):
-        if text[i].isdigit() or text[i] == ".":
-            number += text[i]
-            i += 1
-            continue
-        unit = next(u for u in ("ms", "µs", "ns", "h", "m", "s") if text.startswith(u, i))
-        total += Fraction(number) * units[unit]
-        number, i = "", i + len(unit)
-    assert total.denominator == 1 and not number, text
-    return int(total)
+readback = _engine_module("readback")
+applier = _engine_module("applier")
+# What the provider's Create makes of berth's strings, so what Docker stores: NanoCPUs and nanoseconds.
+parse_cpus = applier.parse_cpus  # docker/cli opts.ParseCPUs
+parse_go_duration = applier.go_duration_ns  # time.ParseDuration
 
 
 cpus = st.one_of(
@@ -182,3 +166,38 @@ def test_the_read_back_finds_the_diffs_issue_8_reported() -> None:
     args = resource_args(Resources.model_validate({"limits": {"cpus": 2, "memory": "2g"}}))
     new = {**old, "cpus": args["cpus"], "memory": args["memory"], "memorySwap": args["memory_swap"]}
     assert readback.diff(new, readback.container_state(docker_inspect(new), new), readback.CONTAINER_FIELDS) == []
+
+
+STACKS = ("dev", "staging", "prod")
+BLUEPRINTS = sorted(path.stem for path in BLUEPRINTS_DIR.glob("*.yaml"))
+
+
+@functools.cache
+def _containers(stack: str, blueprint: str) -> list[dict]:
+    return [r for r in synth(stack, blueprint)["resources"] if r["type"] == "docker:index/container:Container"]
+
+
+@pytest.mark.parametrize(("stack", "blueprint"), [(s, b) for b in BLUEPRINTS for s in STACKS])
+def test_every_stack_writes_read_back_forms(stack: str, blueprint: str) -> None:
+    """The fields whose form Docker or the provider changes, in every container of every blueprint x stack.
+
+    The engine tier reads whole deployments back from a real Docker; this covers the stacks it
+    does not deploy (prod publishes on 0.0.0.0, other hosts, other limits).
+    """
+    for record in _containers(stack, blueprint):
+        inputs, where = record["inputs"], record["name"]
+        if "cpus" in inputs:
+            assert readback.nano_int64_to_decimal_string(parse_cpus(inputs["cpus"])) == inputs["cpus"], where
+        if inputs.get("memory"):
+            assert inputs["memorySwap"] >= inputs["memory"], where  # else docker fills in twice the memory
+            assert readback.memory_swap_state(inputs["memorySwap"] * MIB) == inputs["memorySwap"], where
+        for field in ("interval", "timeout", "startPeriod", "startInterval"):
+            if field in inputs.get("healthcheck", {}):
+                text = inputs["healthcheck"][field]
+                assert readback.go_duration_string(parse_go_duration(text)) == text, (where, field)
+        if "workingDir" in inputs:
+            assert inputs["workingDir"] == posixpath.normpath(inputs["workingDir"]), where
+        if "ports" in inputs:
+            docker_ports = {f"{p['internal']}/{p['protocol']}": [{"HostIp": p["ip"], "HostPort": str(p["external"])}]
+                            for p in inputs["ports"]}
+            assert readback.flatten_container_ports(docker_ports) == inputs["ports"], where
