@@ -28,7 +28,7 @@ def release_history(plan: ReleasePlan, stack: Stack) -> pulumi.Output[list[dict[
 
     def build(values: list[Any]) -> list[dict[str, Any]]:
         digests, ids = values[:len(keys)], values[len(keys):2 * len(keys)]
-        images: dict[str, dict[str, dict[str, str]]] = {"apps": {}, "jobs": {}}
+        images: dict[str, dict[str, dict[str, str]]] = {"apps": {}, "jobs": {}, "services": {}}
         for (kind, name, ref), digest, image_id in zip(keys, digests, ids, strict=True):
             images[kind][name] = {"image": ref, "digest": exact_digest(digest), "image_id": image_id or ""}
         content = release_content(settings, images, plan.rollback_of)

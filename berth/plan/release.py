@@ -7,7 +7,8 @@ A release is a plain mapping, exported by every stack as the output `release` (a
      "environment": "staging", "settings_hash": "…16 hex…",
      "apps": {"backend": {"image": "ghcr.io/acme/api:1.4", "digest": "ghcr.io/acme/api@sha256:…",
                           "image_id": "sha256:…"}},
-     "jobs": {...}, "rollback_of": "…"  # only when a rollback made it}
+     "jobs": {...}, "services": {"postgres": {...}, "proxy": {...}},
+     "rollback_of": "…"  # only when a rollback made it}
 
 `id` hashes the content (blueprint, settings hash, each workload's digest or image ID) and nothing
 else, so the same images under the same settings are the same release. `time` is when that content
@@ -24,23 +25,30 @@ from datetime import UTC, datetime
 from typing import Any
 
 from berth.settings import Settings
+from berth.settings.release import SERVICE_IMAGES, service_images
 
 # Settings that do not shape the containers: where they run, and how the release itself is chosen.
 # The workloads' images are in the release by digest, so they are left out of the hash too.
 _NOT_CONTAINER_SHAPING = {"host", "registries", "promote_from", "rollback", "release_history", "blueprint"}
-KINDS = ("apps", "jobs")
+KINDS = ("apps", "jobs", "services")
 
 
 def settings_hash(settings: Settings) -> str:
-    """16 hex of the settings that shape the containers, images of apps and jobs excepted.
+    """16 hex of the settings that shape the containers, except the images (the release has their digests).
 
     Secrets given in settings take part only as "**********" (pydantic's SecretStr dump): the hash
     never carries a secret, even hashed.
     """
     shape = settings.model_dump(mode="json", exclude=_NOT_CONTAINER_SHAPING)
-    for kind in KINDS:
+    for kind in ("apps", "jobs"):
         for workload in shape.get(kind, {}).values():
             workload.pop("image", None)
+    for key in service_images(settings):  # in the release by digest
+        section = shape
+        path = SERVICE_IMAGES[key]
+        for attr in path[:-1]:
+            section = section[attr]
+        section.pop(path[-1])
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -55,9 +63,10 @@ def exact_digest(repo_digest: str | None) -> str:
 
 
 def workloads(settings: Settings) -> dict[str, dict[str, str]]:
-    """Kind -> name -> image reference (as settings give it) of every enabled app and job."""
+    """Kind -> name -> image reference (as settings give it) of every app, job and service the stack runs."""
     return {"apps": {name: app.image for name, app in sorted(settings.enabled_apps.items())},
-            "jobs": {name: job.image for name, job in sorted(settings.enabled_jobs.items())}}
+            "jobs": {name: job.image for name, job in sorted(settings.enabled_jobs.items())},
+            "services": dict(sorted(service_images(settings).items()))}
 
 
 def release_content(settings: Settings, images: Mapping[str, Mapping[str, Mapping[str, str]]],
@@ -69,6 +78,7 @@ def release_content(settings: Settings, images: Mapping[str, Mapping[str, Mappin
         "settings_hash": settings_hash(settings),
         "apps": {name: dict(entry) for name, entry in sorted(images.get("apps", {}).items())},
         "jobs": {name: dict(entry) for name, entry in sorted(images.get("jobs", {}).items())},
+        "services": {name: dict(entry) for name, entry in sorted(images.get("services", {}).items())},
     }
     key = {"blueprint": content["blueprint"], "settings_hash": content["settings_hash"],
            **{kind: {n: e["digest"] or e["image_id"] for n, e in content[kind].items()} for kind in KINDS}}

@@ -81,15 +81,16 @@ class Release(_Read):
     settings_hash: str
     apps: dict[str, ImageEntry] = {}
     jobs: dict[str, ImageEntry] = {}
+    services: dict[str, ImageEntry] = {}
     rollback_of: str | None = None
 
     def entry(self, kind: str, name: str) -> ImageEntry | None:
-        """The image of apps.<name> or jobs.<name>, if this release runs it."""
-        return (self.apps if kind == "apps" else self.jobs).get(name)
+        """The image of apps.<name>, jobs.<name> or services.<name>, if this release runs it."""
+        return getattr(self, kind).get(name)
 
-    def names(self) -> str:
-        """What it runs, for messages: apps [...], jobs [...]."""
-        return f"apps {sorted(self.apps)}, jobs {sorted(self.jobs)}"
+    def names(self, kind: str) -> str:
+        """What it runs of a kind, for messages: apps ['backend', 'frontend']."""
+        return f"{kind} {sorted(getattr(self, kind))}"
 
 
 # -- the plan -----------------------------------------------------------------------------------
@@ -114,7 +115,10 @@ class ReleasePlan:
 def plan_release(settings: Settings, read: Reader, own_stack: str, now: datetime) -> ReleasePlan:
     """The settings with promoted or rolled-back images as exact digests; a ConfigError for every refusal.
 
-    A rollback wins over `promote_from` (prod keeps promote_from set; a rollback is the exception).
+    A promotion takes every image of the source (apps, jobs, data services, proxy), or only the apps
+    and jobs it lists. A rollback takes apps and jobs only: a data service's older image may not read
+    the data files a newer one wrote. A rollback wins over `promote_from` (prod keeps promote_from
+    set; a rollback is the exception).
     """
     history = _history(read(own_stack, "releases"))
     plan = ReleasePlan(settings, tuple(raw for raw, _ in history), settings.release_history, now)
@@ -142,16 +146,17 @@ def _promote(plan: ReleasePlan, source: PromoteFrom, read: Reader, own_stack: st
                                                   f"than {_days(source.max_age)}")
     wanted = set(source.apps) if source.apps is not None else None
     problems: list[tuple[str, str]] = []
-    images: dict[str, dict[str, str]] = {"apps": {}, "jobs": {}}
-    for kind, name in _workloads(settings):
+    images: dict[str, dict[str, str]] = {"apps": {}, "jobs": {}, "services": {}}
+    services = [] if wanted is not None else [("services", key) for key in service_images(settings)]
+    for kind, name in [*_workloads(settings), *services]:
         if wanted is not None and name not in wanted:
             continue
         entry = release.entry(kind, name)
         path = f"{where}.apps" if wanted is not None else where
         if entry is None:
-            limit = "" if wanted is not None else "; list the apps to promote in promote_from.apps"
+            limit = "" if wanted is not None else "; list the apps and jobs to promote in promote_from.apps"
             problems.append((path, f"{kind}.{name}: stack {source.stack} does not run it (release {release.id} "
-                                   f"has {release.names()}){limit}"))
+                                   f"has {release.names(kind)}){limit}"))
         elif not entry.digest:
             problems.append((path, f"{kind}.{name}: stack {source.stack} runs the local image {entry.image} "
                                    f"({entry.image_id[:19]}), which has no registry digest; push it to a registry "
@@ -204,6 +209,39 @@ def _rollback(plan: ReleasePlan, history: list[Release]) -> ReleasePlan:
         raise ConfigError(problems)
     return replace(plan, settings=with_images(settings, images), rollback_of=head.rollback_of or head.id,
                    warnings=tuple(warnings))
+
+
+# -- the images of a stack, by the settings path that names them -----------------------------------
+
+# Data services' and the proxy's images: release key -> the settings attributes that hold it.
+SERVICE_IMAGES: dict[str, tuple[str, ...]] = {
+    "postgres": ("postgres", "image"), "redis": ("redis", "image"), "rabbitmq": ("rabbitmq", "image"),
+    "minio": ("minio", "image"), "minio.client": ("minio", "client_image"),
+    "elasticsearch": ("elk", "elasticsearch", "image"), "logstash": ("elk", "logstash", "image"),
+    "kibana": ("elk", "kibana", "image"), "proxy": ("proxy", "image"),
+}
+
+
+def service_images(settings: Settings) -> dict[str, str]:
+    """Release key -> image reference of every data service (and setup client) and the proxy the stack runs."""
+    on = {name: settings.service(name) is not None for name in ("postgres", "redis", "rabbitmq", "minio",
+                                                                "elasticsearch", "logstash", "kibana")}
+    on["minio.client"] = on["minio"] and bool(settings.minio and settings.minio.buckets)
+    on["proxy"] = settings.proxy is not None and settings.proxy.enabled
+    return {key: _get(settings, SERVICE_IMAGES[key]) for key, running in on.items() if running}
+
+
+def _get(settings: Settings, path: tuple[str, ...]) -> str:
+    node: Any = settings
+    for attr in path:
+        node = getattr(node, attr)
+    return str(node)
+
+
+def _set(node: Any, path: tuple[str, ...], value: str) -> Any:
+    if len(path) == 1:
+        return node.model_copy(update={path[0]: value})
+    return node.model_copy(update={path[0]: _set(getattr(node, path[0]), path[1:], value)})
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -274,10 +312,13 @@ def _workload(settings: Settings, kind: str, name: str) -> Any:
 
 
 def with_images(settings: Settings, images: dict[str, dict[str, str]]) -> Settings:
-    """`settings` with apps.<name>.image / jobs.<name>.image replaced by the given references."""
-    update = {kind: {name: w.model_copy(update={"image": images[kind][name]}) if name in images[kind] else w
+    """`settings` with the images of apps, jobs and services (release keys) replaced by the given references."""
+    update = {kind: {name: w.model_copy(update={"image": images[kind][name]}) if name in images.get(kind, {}) else w
                      for name, w in getattr(settings, kind).items()} for kind in ("apps", "jobs")}
-    return settings.model_copy(update=update)
+    changed = settings.model_copy(update=update)
+    for key, ref in images.get("services", {}).items():
+        changed = _set(changed, SERVICE_IMAGES[key], ref)
+    return changed
 
 
 def _days(delta: timedelta) -> str:

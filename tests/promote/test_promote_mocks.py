@@ -46,7 +46,7 @@ def promoted(source_release: dict[str, Any] | None, blueprint: str = "praxifi", 
 def older(release: dict[str, Any], release_id: str) -> dict[str, Any]:
     """The same release with other digests: an earlier release of the same apps."""
     earlier = copy.deepcopy(release)
-    for kind in ("apps", "jobs"):
+    for kind in ("apps", "jobs", "services"):
         for entry in earlier[kind].values():
             entry["digest"] = entry["digest"].split("@")[0] + "@" + OLD_DIGEST
     earlier["id"], earlier["time"] = release_id, "2026-11-01T09:00:00Z"
@@ -62,7 +62,9 @@ def staging_release() -> dict[str, Any]:
 
 
 def test_release_names_every_app_by_exact_digest(staging_release):
-    assert set(staging_release) == {"id", "time", "blueprint", "environment", "settings_hash", "apps", "jobs"}
+    assert set(staging_release) == {"id", "time", "blueprint", "environment", "settings_hash", "apps", "jobs",
+                                    "services"}
+    assert sorted(staging_release["services"]) == ["proxy", "redis"]
     assert (staging_release["blueprint"], staging_release["environment"]) == ("praxifi", "staging")
     assert sorted(staging_release["apps"]) == ["backend", "frontend"]
     for entry in staging_release["apps"].values():
@@ -103,6 +105,11 @@ def test_digests_flow_from_the_source_release_to_the_containers(staging_release)
     assert {name: entry["digest"] for name, entry in release["apps"].items()} == digests
     assert {name: entry["image"] for name, entry in release["apps"].items()} == digests
     assert release["environment"] == "prod"
+    # The data services and the proxy run the source's digests too: prod runs nothing by tag.
+    services = {name: entry["digest"] for name, entry in staging_release["services"].items()}
+    assert {c["inputs"]["image"] for c in containers(result, "redis")} == {services["redis"]}
+    assert {c["inputs"]["image"] for c in containers(result, "proxy")} == {services["proxy"]}
+    assert all("@sha256:" in name for name in remote_images(result))
 
 
 def test_jobs_are_promoted_with_the_apps():
@@ -143,7 +150,7 @@ def test_refuses_an_app_the_source_does_not_run(staging_release):
     del source["apps"]["frontend"]
     assert refusal(source) == (
         f"berth:promote_from: apps.frontend: stack staging does not run it (release {source['id']} has apps "
-        "['backend'], jobs []); list the apps to promote in promote_from.apps")
+        "['backend']); list the apps and jobs to promote in promote_from.apps")
     limited = refusal(source, promote_from={"stack": "staging", "apps": ["frontend"]})
     assert limited.startswith("berth:promote_from.apps: apps.frontend: stack staging does not run it")
 
@@ -184,6 +191,9 @@ def test_promote_from_apps_must_be_this_stacks_apps():
 def test_every_refused_app_is_listed_at_once(staging_release):
     source = {**copy.deepcopy(staging_release), "apps": {}}
     assert len(refusal(source).splitlines()) == 2
+    assert len(refusal({**source, "services": {}}).splitlines()) == 4
+    assert [line.split(": ")[1] for line in refusal({**source, "services": {}}).splitlines()] == [
+        "apps.backend", "apps.frontend", "services.redis", "services.proxy"]
 
 
 # -- release history and rollback ---------------------------------------------------------------
@@ -216,6 +226,8 @@ def test_rollback_runs_the_previous_releases_digests():
     result = rollback([current, previous])
     for app, entry in previous["apps"].items():
         assert {c["inputs"]["image"] for c in containers(result, app)} == {entry["digest"]}
+    # Data services keep their images: an older one may not read the files a newer one wrote.
+    assert {c["inputs"]["image"] for c in containers(result, "redis")} == {"redis:7-alpine"}
     head = result["outputs"]["release"]
     assert head["rollback_of"] == current["id"]
     assert [r["id"] for r in result["outputs"]["releases"]][1:] == [current["id"], previous["id"]]
