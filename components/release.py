@@ -13,7 +13,7 @@ from typing import Any
 import pulumi
 
 from berth.plan.containers import resolve_image
-from berth.plan.release import exact_digest, next_history, release_content, workloads
+from berth.plan.release import observed_history, workloads
 from berth.settings.release import ReleasePlan
 from components.stack import Stack
 
@@ -21,18 +21,17 @@ from components.stack import Stack
 def release_history(plan: ReleasePlan, stack: Stack) -> pulumi.Output[list[dict[str, Any]]]:
     """The stack's releases after this update, newest first; the head is its `release`."""
     settings = plan.settings
-    keys = [(kind, name, ref) for kind, names in workloads(settings).items() for name, ref in names.items()]
-    resolved = [resolve_image(ref, settings.images) for _, _, ref in keys]
+    keys = [(kind, name, resolve_image(ref, settings.images))
+            for kind, names in workloads(settings).items() for name, ref in names.items()]
     running: list[pulumi.Output[Any]] = [c.id for app in stack.apps.values() for c in app.containers]
     running += [job.exit_gate for job in stack.jobs.values()]
 
     def build(values: list[Any]) -> list[dict[str, Any]]:
-        digests, ids = values[:len(keys)], values[len(keys):2 * len(keys)]
-        images: dict[str, dict[str, dict[str, str]]] = {"apps": {}, "jobs": {}, "services": {}}
-        for (kind, name, ref), digest, image_id in zip(keys, digests, ids, strict=True):
-            images[kind][name] = {"image": ref, "digest": exact_digest(digest), "image_id": image_id or ""}
-        content = release_content(settings, images, plan.rollback_of)
-        return next_history(content, plan.history, plan.keep, plan.now)
+        observed: dict[str, dict[str, tuple[str | None, str | None]]] = {}
+        for (kind, name, _), digest, image_id in zip(keys, values[:len(keys)], values[len(keys):2 * len(keys)],
+                                                     strict=True):
+            observed.setdefault(kind, {})[name] = (digest, image_id)
+        return observed_history(settings, observed, plan.history, plan.keep, plan.now, plan.rollback_of)
 
-    return pulumi.Output.all(*(stack.images.digests[r] for r in resolved), *(stack.images.ids[r] for r in resolved),
-                             *running).apply(build)
+    return pulumi.Output.all(*(stack.images.digests[ref] for _, _, ref in keys),
+                             *(stack.images.ids[ref] for _, _, ref in keys), *running).apply(build)

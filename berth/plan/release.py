@@ -109,3 +109,16 @@ def iso(moment: datetime) -> str:
     """UTC, to the second, with a Z: `2026-12-01T18:00:00Z`."""
     return moment.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+
+
+def observed_history(settings: Settings, observed: Mapping[str, Mapping[str, tuple[str | None, str | None]]],
+                     history: Sequence[Mapping[str, Any]], keep: int, now: datetime,
+                     rollback_of: str | None = None) -> list[dict[str, Any]]:
+    """The history after an update that runs `settings`, from what the host reports per image.
+
+    `observed` is kind -> name -> (repo digest, image ID) as the provider reads them back.
+    """
+    images = {kind: {name: {"image": ref, "digest": exact_digest(observed[kind][name][0]),
+                            "image_id": observed[kind][name][1] or ""} for name, ref in refs.items()}
+              for kind, refs in workloads(settings).items()}
+    return next_history(release_content(settings, images, rollback_of), history, keep, now)
