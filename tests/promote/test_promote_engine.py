@@ -16,6 +16,7 @@ next synth as the StackReference's outputs:
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,11 +109,16 @@ def changed_images(stack: Stack, result: dict[str, Any]) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def pushed(engine: docker.DockerClient, registry: str) -> Iterator[dict[str, str]]:
-    """The stand-in's two versions pushed to the registry: {"v1"|"v2": tag ref, "v1@"|"v2@": digest ref}."""
+    """Two versions of the stand-in pushed to the registry: {"v1"|"v2": tag ref, "v1@"|"v2@": digest ref}.
+
+    berth-engine/standin:latest and :v2 are one image; a label on top makes two (two digests).
+    """
     refs: dict[str, str] = {}
-    for version, local in (("v1", f"{STANDIN}:latest"), ("v2", f"{STANDIN}:v2")):
-        repository = f"{registry}/{REPOSITORY}"
-        engine.api.tag(local, repository, version)
+    repository = f"{registry}/{REPOSITORY}"
+    for version in ("v1", "v2"):
+        dockerfile = f"FROM {STANDIN}:latest\nLABEL berth.promote.version={version}\n"
+        engine.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=f"{repository}:{version}", rm=True,
+                            pull=False)
         for line in engine.api.push(repository, tag=version, stream=True, decode=True):
             if "error" in line:
                 pytest.fail(f"push of {repository}:{version} failed: {line['error']}")
@@ -123,11 +129,10 @@ def pushed(engine: docker.DockerClient, registry: str) -> Iterator[dict[str, str
     assert refs["v1@"] != refs["v2@"]
     yield refs
     for version in ("v1", "v2"):
-        for ref in (refs[version], refs[version + "@"]):
-            try:
-                engine.api.remove_image(ref)  # our registry names only; berth-engine/standin keeps its own
-            except docker.errors.APIError:
-                pass
+        try:
+            engine.api.remove_image(refs[version], force=True)  # our own test images only
+        except docker.errors.APIError:
+            pass
 
 
 def deploy(engine: docker.DockerClient, environment: str, extra: dict[str, Any],
