@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -63,9 +64,23 @@ class Stack:
         return self.history[0]
 
 
+# The apps' own 30 s probe interval is their first health verdict on Docker 20.10 (no start_interval):
+# probed every 2 s, a replacement is healthy within seconds, and the tier stays short.
+FAST_HEALTH = {"interval": "2s", "timeout": "2s"}
+
+
 def stack_extra(environment: str, app_image: str) -> dict[str, Any]:
     return {"environment": environment, "proxy": {"http_port": free_port(), "https_port": free_port()},
-            "apps": {app: {"image": app_image} for app in PROMOTED}}
+            "apps": {app: {"image": app_image, "healthcheck": FAST_HEALTH} for app in PROMOTED}}
+
+
+def replace_all(stack: Stack, changes: dict[str, str]) -> float:
+    """Replace the changed containers at once, as the engine does with independent resources; seconds taken."""
+    begin = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(changes)) as pool:
+        for future in [pool.submit(stack.applier.replace, name, new_image=image) for name, image in changes.items()]:
+            future.result()
+    return time.monotonic() - begin
 
 
 def planned(extra: dict[str, Any], references: dict[str, dict[str, Any]]) -> tuple[Settings, dict[str, Any]]:
@@ -190,10 +205,7 @@ class TestPromotion:
         changes = changed_images(b, result)
         assert changes == {name: pushed["v2@"] for name in app_containers(b)}
         engine.api.pull(pushed["v2@"])  # from the registry, by digest
-        begin = time.monotonic()
-        for resource, image in sorted(changes.items()):
-            b.applier.replace(resource, new_image=image)
-        promoted_s = time.monotonic() - begin
+        promoted_s = replace_all(b, changes)
         for resource in app_containers(b):
             twin = next(r for r in app_containers(a) if r == resource)
             assert image_of(b, resource) == image_of(a, twin)
@@ -214,15 +226,15 @@ class TestPromotion:
         load.start()
         try:
             time.sleep(3)
-            for resource, image in sorted(changes.items()):
-                b.applier.replace(resource, new_image=image)
+            replace_s = replace_all(b, changes)
             time.sleep(3)
         finally:
             load.stop()
         elapsed = load.t_end - load.t_begin
         failed = [(round(s.t - load.t_begin, 2), s.status, s.error) for s in load.gets if not s.ok]
         numbers = {"gets": len(load.gets), "get_rate_per_s": round(len(load.gets) / elapsed, 1),
-                   "failed": len(failed), "seconds": round(elapsed, 1), "containers_replaced": len(changes)}
+                   "failed": len(failed), "seconds": round(elapsed, 1), "containers_replaced": len(changes),
+                   "replace_seconds": round(replace_s, 1)}
         METRICS["promotion"]["rollback_under_load"] = numbers
         print(f"rollback of promo-b under load: {numbers}")
         assert failed == []
