@@ -309,3 +309,24 @@ def test_time_is_kept_while_the_release_is_unchanged(monkeypatch):
     assert same["release"]["time"] == first["release"]["time"] == "2026-12-01T10:00:00Z"
     assert changed["release"]["time"] == "2026-12-01T15:00:00Z"
     assert os.environ["SOURCE_DATE_EPOCH"]  # synth leaves a caller's clock alone
+
+
+def test_berth_synth_prints_a_refusal_as_one_line(tmp_path):
+    """`berth synth` (and `pulumi preview`, through pulumi.RunError) print the refusal alone, exit 2."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for folder in ("berth", "components", "blueprints"):
+        shutil.copytree(root / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (root / "__main__.py", *root.glob("Pulumi*.yaml")):
+        shutil.copy(path, tmp_path / path.name)
+    (tmp_path / "Pulumi.promo.yaml").write_text(
+        "config:\n  berth:environment: promo\n  berth:blueprint: praxifi\n  berth:promote_from: staging\n")
+    run = subprocess.run([sys.executable, "-m", "berth", "synth", "--stack", "promo"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert (run.returncode, run.stdout) == (2, "")
+    assert run.stderr == ("berth:promote_from: stack staging exports no release yet: deploy it first "
+                          "(`pulumi up -s staging`); a failed update exports none\n")
