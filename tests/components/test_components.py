@@ -184,7 +184,20 @@ def test_postgres_databases_job_runs_the_sql_with_psql_as_the_superuser(synthesi
     assert job["command"] == ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "/tmp/berth-databases.sql"]
     assert job["image"] == synthesized.named("postgres-container")["inputs"]["image"]
     assert job["envs"] == SECRET  # PGPASSWORD
-    assert "uploads" not in synthesized.named("postgres-container")["inputs"]
+    # No init scripts: the server's only upload is the start script (no /docker-entrypoint-initdb.d).
+    uploads = synthesized.named("postgres-container")["inputs"]["uploads"]
+    assert [upload["file"] for upload in uploads] == ["/usr/local/bin/berth-postgres-start"]
+
+
+def test_postgres_makes_the_superuser_password_true_at_every_start(synthesized):
+    if not synthesized.settings.service("postgres"):
+        return
+    from berth.plan.postgres import START_SCRIPT, START_SCRIPT_PATH
+    server = synthesized.named("postgres-container")["inputs"]
+    assert server["entrypoints"] == ["/bin/sh", START_SCRIPT_PATH]
+    assert server["command"] == ["postgres"]
+    assert server["uploads"] == [{"file": START_SCRIPT_PATH, "content": START_SCRIPT}]
+    assert "user" not in server  # the image's entrypoint steps down from root, for the server and the reset
 
 
 def test_dependents_of_a_setup_job_start_only_after_it_exited_0(synthesized):

@@ -60,6 +60,7 @@ def dep(request: pytest.FixtureRequest, engine: docker.DockerClient) -> Iterator
     result = engine_synth(blueprint, extra)
     applier = Applier(engine, result)
     cleanup(engine, applier.stack, applier.stack + "-")
+    deployment: Deployment | None = None
     try:
         report = applier.apply()
         deployment = Deployment(blueprint, engine_settings(blueprint, extra), result, applier, engine, report)
@@ -69,7 +70,8 @@ def dep(request: pytest.FixtureRequest, engine: docker.DockerClient) -> Iterator
               f"{report['seconds']:.1f}s after apply began", flush=True)
         yield deployment
     finally:
-        applier.teardown(keep_retained=False)
+        # A test may have re-applied the stack (ComesBackChecks): tear down what runs now.
+        (deployment.applier if deployment is not None else applier).teardown(keep_retained=False)
         cleanup(engine, applier.stack, applier.stack + "-")
 
 
@@ -501,6 +503,48 @@ class PostgresChecks:
               f"{time.monotonic() - begin:.1f}s after the stop")
 
 
+class ComesBackChecks:
+    """A stack whose state is lost comes back on its retained volumes, with new passwords, by itself.
+
+    The data services hold credentials in their volumes (the Postgres superuser, RabbitMQ's users):
+    a fresh synth generates new passwords for all of them, as `pulumi up` does after a destroy or a
+    lost state, and every service must take the new ones at its start (DESIGN principle 10).
+    """
+
+    def test_comes_back_on_retained_volumes_with_new_passwords(self, dep: Deployment) -> None:
+        pg = dep.settings.postgres
+        assert pg is not None and pg.databases
+        marker = probe_id()
+        for database in sorted(pg.databases):
+            code, out = dep.psql(f"CREATE TABLE IF NOT EXISTS berth_kept (v text); INSERT INTO berth_kept "
+                                 f"VALUES ('{marker}')", database)
+            assert code == 0, out
+        old_superuser = dep.env(dep.resource_with_alias("postgres"))["POSTGRES_PASSWORD"]
+        dep.applier.teardown(keep_retained=True)  # as `pulumi destroy` of a protected stack, or a lost state
+
+        result = engine_synth(dep.blueprint, getattr(self, "OVERRIDES", None))  # fresh passwords, as pulumi up
+        dep.applier = Applier(dep.client, result)
+        dep.result = result
+        report = dep.applier.apply()  # the databases job authenticates with the new superuser password
+        postgres = dep.resource_with_alias("postgres")
+        new_superuser = dep.env(postgres)["POSTGRES_PASSWORD"]
+        assert new_superuser != old_superuser
+        for resource, cid in dep.applier.service_containers().items():
+            state = dep.api.inspect_container(cid)["State"]
+            assert (state.get("Health") or {}).get("Status") == "healthy", f"{resource}: {state.get('Health')}"
+        # Over the network (scram, not the container's loopback trust), with the new password only.
+        for password, expected in ((new_superuser, 0), (old_superuser, 2)):
+            code, out = dep.exec(postgres, ["env", f"PGPASSWORD={password}", "psql", "-tA", "-h", "postgres",
+                                            "-U", pg.user, "-d", pg.database, "-c", "SELECT 1"])
+            assert code == expected, out
+        for database in sorted(pg.databases):
+            code, out = dep.psql("SELECT v FROM berth_kept", database)
+            assert code == 0 and marker in out.split(), (database, out)
+        print(f"{dep.blueprint}: came back on its retained volumes with new passwords in "
+              f"{report['seconds']:.1f}s: {report['containers']} containers healthy, the databases job passed, "
+              f"rows kept in {len(pg.databases)} databases, the old superuser password refused")
+
+
 class JobChecks:
     def test_jobs_ran_to_exit_0(self, dep: Deployment) -> None:
         for name in dep.settings.enabled_jobs:
@@ -521,7 +565,7 @@ class JobChecks:
 # -- the five blueprints -----------------------------------------------------------------------
 
 
-class TestAiPresentFinder(Deployed, SseChecks, PostgresChecks):
+class TestAiPresentFinder(Deployed, SseChecks, PostgresChecks, ComesBackChecks):
     BLUEPRINT = "ai-present-finder"
 
     def test_role_refused_on_other_databases(self, dep: Deployment) -> None:
@@ -660,7 +704,7 @@ class TestPraxifi(Deployed, SseChecks, RateLimitChecks):
     BLUEPRINT = "praxifi"
 
 
-class TestSentineliq(Deployed, RateLimitChecks, PostgresChecks, JobChecks):
+class TestSentineliq(Deployed, RateLimitChecks, PostgresChecks, JobChecks, ComesBackChecks):
     BLUEPRINT = "sentineliq"
 
     def test_excluded_services_are_listed(self, dep: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
