@@ -680,6 +680,8 @@ def test_a_failed_job_fails_the_update_and_says_how_to_run_it_again(failing_job_
     urn = "urn:pulumi:unit::berth::pulumi:pulumi:Stack$docker:index/container:Container::migrate-job"
     assert str(failed.value).startswith("job migrate exited with 3; see its logs")
     assert f"`pulumi up --replace '{urn}'`" in str(failed.value)
+    # The SDK prints a RunError as its message alone: one line, no traceback.
+    assert isinstance(failed.value, pulumi.RunError) and "\n" not in str(failed.value)
 
 
 def test_an_app_taking_a_database_url_waits_for_it_without_depends_on(synth_with):
