@@ -134,7 +134,7 @@ def test_one_shot_containers_do_not_wait_for_health(synthesized):
     if settings.service("minio") and settings.minio is not None and settings.minio.buckets:
         expected.add("minio-buckets")
     if settings.service("elasticsearch"):
-        expected.add("elk-kibana-password")
+        expected.add("elk-credentials")
     one_shots = [record for record in synthesized.containers if is_one_shot(record)]
     assert {record["name"] for record in one_shots} == expected
     for record in one_shots:
@@ -149,7 +149,7 @@ def test_one_shot_containers_do_not_wait_for_health(synthesized):
 
 # Each data service's setup job and the container it sets up.
 SETUP_JOBS = {"postgres-databases": "postgres-container", "minio-buckets": "minio-container",
-              "elk-kibana-password": "elk-elasticsearch"}
+              "elk-credentials": "elk-elasticsearch"}
 
 
 def test_setup_jobs_wait_for_their_server_by_an_explicit_dependency(synthesized):
@@ -482,7 +482,7 @@ def test_routed_consoles_join_the_edge_network(synth_with):
 
 def test_gelf_logging_goes_to_the_stacks_logstash_on_loopback(synth_with):
     synth = synth_with("dev", "sentineliq", overrides={"logging": {"driver": "gelf"}})
-    elk = {"elk-elasticsearch", "elk-kibana-password", "elk-logstash", "elk-kibana"}
+    elk = {"elk-elasticsearch", "elk-credentials", "elk-logstash", "elk-kibana"}
     for record in synth.containers:
         driver, opts = record["inputs"]["logDriver"], record["inputs"]["logOpts"]
         if record["name"] in elk:  # Logstash must not log to itself, nor wait for itself to start
