@@ -41,6 +41,7 @@ from berth.errors import ConfigError
 from berth.settings import Settings
 from berth.settings.base import Cadence
 from berth.settings.host import HostSettings
+from berth.settings.loader import UNDECRYPTED
 
 # Docker 20.10 (API 1.41) is the oldest engine berth's engine tier runs on; older ones are end of life.
 MIN_API = (1, 41)
@@ -303,6 +304,10 @@ def _check_key_file(path: str) -> None:
 def _tls_context(host: HostSettings) -> ssl.SSLContext:
     """ca, cert and key from settings; ssl reads the client pair from files only: 0600, removed after."""
     assert host.ca is not None and host.cert is not None and host.key is not None  # settings: cert needs ca
+    for name in ("ca", "cert", "key"):
+        if getattr(host, name).get_secret_value() == UNDECRYPTED:
+            raise HostProblem(f"host.{name}", "is encrypted in the stack file and synth cannot decrypt it; "
+                                              "`pulumi preview` runs the preflight with it")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pulumi
 import pytest
-from conftest import Pair, Sshd, TlsEngine, free_port, keygen
+from preflight_servers import Pair, Sshd, TlsEngine, free_port, keygen
 
 from berth import preflight
 from berth.errors import ConfigError
@@ -304,3 +304,11 @@ def test_synth_skips_it_by_default_and_says_so():
                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
     assert with_it.returncode == 1
     assert with_it.stderr.strip().startswith("berth:host.url: ssh to staging.example.com:22")
+
+
+def test_synth_preflight_names_tls_material_it_cannot_decrypt(tls_engine):
+    from berth.settings.loader import UNDECRYPTED
+
+    host = HostSettings(url=tls_engine.url, ca=UNDECRYPTED, cert=tls_engine.client.cert, key=tls_engine.client.key)
+    assert line(one_problem(host)) == ("berth:host.ca: is encrypted in the stack file and synth cannot decrypt it; "
+                                       "`pulumi preview` runs the preflight with it")
