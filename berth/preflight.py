@@ -166,6 +166,9 @@ def start_interval_paths(settings: Settings) -> list[str]:
         elif isinstance(value, dict):
             for key, item in value.items():
                 walk(item, f"{path}.{key}")
+        elif isinstance(value, list | tuple):
+            for index, item in enumerate(value):
+                walk(item, f"{path}[{index}]")
 
     walk(settings, "")
     return found
@@ -196,7 +199,9 @@ def _over_unix(host: HostSettings, timeout: float) -> bytes:
 
 def _over_tcp(host: HostSettings, timeout: float) -> bytes:
     parts = urlsplit(host.url)
-    name, port = parts.hostname or "", parts.port or 2375
+    name, port = parts.hostname or "", parts.port
+    if port is None:  # the provider's Go client dials host:port and has no default
+        raise HostProblem("host.url", f"{host.url} names no port (the engine's TLS port is usually 2376)")
     where = f"{name}:{port}"
     try:
         raw = socket.create_connection((name, port), timeout=timeout)
@@ -269,11 +274,14 @@ _SSH_CAUSES: tuple[tuple[str, str, str], ...] = (
     ("Connection closed by", "host.url", "ssh to {where}: the server closed the connection (sshd refused us?)"),
     ("docker: command not found", "host.url", "docker is not installed for {user} on {where} (not on its PATH)"),
     ("docker: not found", "host.url", "docker is not installed for {user} on {where} (not on its PATH)"),
-    ("permission denied while trying to connect to the Docker daemon", "host.url",
+    # dial-stdio: "failed to open the raw stream connection: dial unix <socket>: connect: <errno text>"
+    ("connect: permission denied", "host.url",
      "{user} on {where} may not use the docker socket (add it to the docker group)"),
-    ("Is the docker daemon running", "host.url", "docker answers on {where}, but its engine is not running"),
-    ("failed to open the raw stream connection", "host.url",  # dial-stdio: the engine's socket is not there
+    ("connect: no such file or directory", "host.url",
+     "docker answers on {where}, but its engine is not running (no socket)"),
+    ("failed to open the raw stream connection", "host.url",
      "docker answers on {where}, but its engine is not running"),
+    ("Is the docker daemon running", "host.url", "docker answers on {where}, but its engine is not running"),
     ("unknown command \"dial-stdio\"", "host.url", "the docker CLI on {where} is older than 18.09 (no dial-stdio)"),
 )
 
@@ -419,8 +427,10 @@ def _engine(answer: bytes) -> Engine:
         raise HostProblem("host.url", f"the other side is not a Docker engine (/_ping: {status})")
     try:
         version = json.loads(answers[1][1])
-        return Engine(version=str(version["Version"]), api=str(version["ApiVersion"]))
-    except (ValueError, KeyError):
+        engine = Engine(version=str(version["Version"]), api=str(version["ApiVersion"]))
+        engine.api_tuple  # noqa: B018 - "1.41" or it is not Docker's answer
+        return engine
+    except (ValueError, KeyError, TypeError):
         raise HostProblem("host.url", "the engine's /version answer is not Docker's") from None
 
 

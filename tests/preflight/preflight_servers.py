@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DEPLOY_USER = "berthpf"  # the remote host's deploy user (created once, in the docker group)
+OUTSIDER = "berthpfout"  # a user who may log in but is not in the docker group
 START_TIMEOUT = 60.0
 
 
@@ -89,7 +90,8 @@ class Sshd:
     port: int
     user: str
     host_key_line: str  # "ssh-ed25519 AAAA..." as in known_hosts
-    client_key: Path  # authorized for the user
+    outsider: str
+    client_key: Path  # authorized for both users
     stranger_key: Path  # not authorized
     folder: Path
 
@@ -112,45 +114,45 @@ def keygen(path: Path) -> Path:
     return path
 
 
-def deploy_user() -> pwd.struct_passwd:
-    """A real user in the docker group, with a home and a login shell (kept for the next run)."""
+def login_user(name: str, groups: list[str], authorized: Path) -> None:
+    """A real user with a home, a login shell and one authorized key (kept for the next run)."""
     try:
-        user = pwd.getpwnam(DEPLOY_USER)
+        pwd.getpwnam(name)
     except KeyError:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "--groups", "docker", DEPLOY_USER],
-                       check=True)
-        user = pwd.getpwnam(DEPLOY_USER)
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", *(["--groups", ",".join(groups)]
+                                                                            if groups else []), name], check=True)
+    user = pwd.getpwnam(name)
     # A '!' password marks the account locked, and sshd (UsePAM no) refuses locked accounts even for keys.
-    subprocess.run(["usermod", "--password", "*", DEPLOY_USER], check=True)
-    assert DEPLOY_USER in grp.getgrnam("docker").gr_mem
-    return user
+    subprocess.run(["usermod", "--password", "*", name], check=True)
+    assert [group for group in groups if name not in grp.getgrnam(group).gr_mem] == []
+    ssh_dir = Path(user.pw_dir) / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    (ssh_dir / "authorized_keys").write_text(authorized.read_text())
+    (ssh_dir / "authorized_keys").chmod(0o600)
+    for path in (ssh_dir, ssh_dir / "authorized_keys"):
+        os.chown(path, user.pw_uid, user.pw_gid)
 
 
 @contextlib.contextmanager
 def running_sshd(folder: Path) -> Iterator[Sshd]:
-    user = deploy_user()
     host_key = keygen(folder / "host_ed25519")
     client, stranger = keygen(folder / "client_ed25519"), keygen(folder / "stranger_ed25519")
-    ssh_dir = Path(user.pw_dir) / ".ssh"
-    ssh_dir.mkdir(mode=0o700, exist_ok=True)
-    (ssh_dir / "authorized_keys").write_text((folder / "client_ed25519.pub").read_text())
-    for path in (ssh_dir, ssh_dir / "authorized_keys"):
-        os.chown(path, user.pw_uid, user.pw_gid)
-    (ssh_dir / "authorized_keys").chmod(0o600)
+    login_user(DEPLOY_USER, ["docker"], folder / "client_ed25519.pub")
+    login_user(OUTSIDER, [], folder / "client_ed25519.pub")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     port = free_port()
     config = folder / "sshd_config"
     config.write_text("\n".join([
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}", f"PidFile {folder / 'sshd.pid'}",
         "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
-        "UsePAM no", f"AllowUsers {DEPLOY_USER}", "LogLevel VERBOSE", ""]))
+        "UsePAM no", f"AllowUsers {DEPLOY_USER} {OUTSIDER}", "LogLevel VERBOSE", ""]))
     log = folder / "sshd.log"
     with log.open("wb") as out:
         process = subprocess.Popen([tool("/usr/sbin/sshd"), "-D", "-e", "-f", str(config)], stdout=out, stderr=out)
     try:
         wait_for_port(port, process, log)
         key_type, key_body = (folder / "host_ed25519.pub").read_text().split()[:2]
-        yield Sshd(port, DEPLOY_USER, f"{key_type} {key_body}", client, stranger, folder)
+        yield Sshd(port, DEPLOY_USER, f"{key_type} {key_body}", OUTSIDER, client, stranger, folder)
     finally:
         stop(process)
 

@@ -10,6 +10,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,12 +64,11 @@ def test_ssh_runs_what_the_provider_runs(sshd):
 
 
 def test_ssh_changed_host_key(sshd, tmp_path):
-    other = keygen(tmp_path / "impostor")
+    keygen(tmp_path / "impostor")
     key_type, body = (tmp_path / "impostor.pub").read_text().split()[:2]
     problem = one_problem(ssh_host(sshd, [sshd.entry(f"{key_type} {body}")]))
     assert line(problem) == (f"berth:host.url: ssh host key for 127.0.0.1:{sshd.port} does not match known_hosts "
                              "(the host was reinstalled, or this is not it)")
-    assert other.exists()
 
 
 def test_ssh_unknown_host(sshd):
@@ -99,6 +99,25 @@ def test_ssh_closed_port(sshd):
                                        "(is sshd listening on that port?)")
 
 
+def test_ssh_server_that_never_answers_times_out(sshd):
+    with socket.socket() as silent:  # accepts (in the kernel) but never sends an ssh banner
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        host = HostSettings(url=f"ssh://{sshd.user}@127.0.0.1:{port}", ssh_opts=["-F", "/dev/null"])
+        assert line(one_problem(host, timeout=1.0)) == (
+            f"berth:host.url: ssh to 127.0.0.1:{port}: no answer (timed out; firewall, or a wrong address?)")
+
+
+def test_ssh_user_outside_the_docker_group(sshd):
+    host = ssh_host(sshd, [sshd.entry()])
+    outsider = HostSettings(url=f"ssh://{sshd.outsider}@127.0.0.1:{sshd.port}", ssh_opts=host.ssh_opts,
+                            ssh_key=host.ssh_key)
+    assert line(one_problem(outsider)) == (
+        f"berth:host.url: {sshd.outsider} on 127.0.0.1:{sshd.port} may not use the docker socket "
+        "(add it to the docker group)")
+
+
 def test_ssh_key_readable_by_others_is_named(sshd, tmp_path):
     loose = tmp_path / "loose_ed25519"
     loose.write_bytes(sshd.client_key.read_bytes())
@@ -118,7 +137,8 @@ def test_ssh_socket_path_in_the_url_is_the_remote_socket(sshd):
     missing = HostSettings(url=f"{sshd.url}/run/berth-preflight-none.sock", ssh_opts=host.ssh_opts,
                            ssh_key=host.ssh_key)
     path, cause = one_problem(missing)
-    assert (path, cause) == ("host.url", f"docker answers on 127.0.0.1:{sshd.port}, but its engine is not running")
+    assert (path, cause) == ("host.url",
+                             f"docker answers on 127.0.0.1:{sshd.port}, but its engine is not running (no socket)")
 
 
 # -- tcp + TLS ------------------------------------------------------------------------------------
@@ -187,11 +207,18 @@ def test_tls_engine_reached_without_a_client_certificate(tls_engine):
 
 
 def test_client_key_never_stays_on_disk(tls_engine):
-    before = set(os.listdir("/tmp"))
+    folder = tempfile.gettempdir()
+    before = set(os.listdir(folder))
     preflight.check_host(tls_host(tls_engine))
     preflight.check_host(tls_host(tls_engine, client=tls_engine.expired_client))
-    left = [name for name in set(os.listdir("/tmp")) - before if name.startswith("berth-preflight-")]
+    left = [name for name in set(os.listdir(folder)) - before if name.startswith("berth-preflight-")]
     assert left == []
+
+
+def test_tcp_without_a_port(tls_engine):
+    host = HostSettings(url="tcp://127.0.0.1", ca=tls_engine.ca, cert=tls_engine.client.cert, key=tls_engine.client.key)
+    assert line(one_problem(host)) == (
+        "berth:host.url: tcp://127.0.0.1 names no port (the engine's TLS port is usually 2376)")
 
 
 # -- unix -----------------------------------------------------------------------------------------
