@@ -1,7 +1,8 @@
 """Host preflight: reach the Docker host as the provider will, before any docker resource is registered.
 
-The provider's own errors drop the cause (``failed to connect to any docker daemon``), and for an
-``ssh://`` host pulumi-docker does not connect during a preview at all (berth issue 10). So
+The provider's own errors drop the cause (``failed to connect to any docker daemon`` from Configure,
+pulumi/pulumi-docker#1106), and for an ``ssh://`` host pulumi-docker does not connect during a
+preview at all (berth issue 10). So
 ``__main__.py`` runs this first, in ``preview`` and ``up`` alike, with the same URL, ssh options and
 TLS material as components/host.py gives the provider:
 
