@@ -2,9 +2,8 @@
 
 The provider's own errors drop the cause (``failed to connect to any docker daemon`` from Configure,
 pulumi/pulumi-docker#1106), and for an ``ssh://`` host pulumi-docker does not connect during a
-preview at all (berth issue 10). So
-``__main__.py`` runs this first, in ``preview`` and ``up`` alike, with the same URL, ssh options and
-TLS material as components/host.py gives the provider:
+preview at all (berth issue 10). So ``__main__.py`` runs this first, in ``preview`` and ``up`` alike,
+with the same URL, ssh options and TLS material as components/host.py gives the provider:
 
 - ``ssh://``: the system ``ssh`` with the provider's arguments (docker/cli's connhelper:
   ``ssh <ssh_opts> -o ConnectTimeout=… -T [-l user] [-p port] -- host docker system dial-stdio``),

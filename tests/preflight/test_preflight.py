@@ -339,3 +339,13 @@ def test_synth_preflight_names_tls_material_it_cannot_decrypt(tls_engine):
     host = HostSettings(url=tls_engine.url, ca=UNDECRYPTED, cert=tls_engine.client.cert, key=tls_engine.client.key)
     assert line(one_problem(host)) == ("berth:host.ca: is encrypted in the stack file and synth cannot decrypt it; "
                                        "`pulumi preview` runs the preflight with it")
+
+
+def test_synth_with_preflight_reports_the_engine_it_found():
+    run = subprocess.run([sys.executable, "-m", "berth", "synth", "--stack", "dev", "--preflight"],
+                         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert run.returncode == 0, run.stderr
+    local = subprocess.run(["docker", "version", "--format", "Docker {{.Server.Version}}, API {{.Server.APIVersion}}"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert run.stderr.startswith(f"info: berth: host unix:///var/run/docker.sock: {local} (preflight for up, ")
+    assert len(run.stderr.splitlines()) == 1
