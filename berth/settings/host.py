@@ -34,6 +34,9 @@ class HostSettings(BerthModel):
             raise ValueError("ssh_opts is only for an ssh:// url")
         if self.ssh_key is not None and scheme != "ssh":
             raise ValueError("ssh_key is only for an ssh:// url")
+        if self.ssh_key is not None and not self.ssh_key.startswith(("/", "~/")):
+            # Relative, it would name a different file for each directory pulumi is run from.
+            raise ValueError(f"ssh_key {self.ssh_key!r} must be an absolute path or start with ~/")
         tls = [name for name in ("ca", "cert", "key") if getattr(self, name) is not None]
         if tls and scheme != "tcp":
             raise ValueError(f"{', '.join(tls)} is only for a tcp:// url")

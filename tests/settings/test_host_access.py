@@ -26,3 +26,13 @@ def test_ssh_key_is_only_for_ssh(assert_config_error, url):
 
 def test_preflight_must_be_a_boolean(assert_config_error):
     assert_config_error("host.preflight", "boolean", {"host": {**SSH, "preflight": "no"}})
+
+
+@pytest.mark.parametrize("path", ["deploy_ed25519", "./keys/deploy", "~deploy/.ssh/id"])
+def test_ssh_key_is_absolute_or_under_home(assert_config_error, path):
+    assert_config_error("host", f"ssh_key {path!r} must be an absolute path or start with ~/",
+                        {"host": {**SSH, "ssh_key": path}})
+
+
+def test_ssh_key_under_home_is_accepted(valid):
+    assert valid({"host": {**SSH, "ssh_key": "~/.ssh/deploy"}}).host.ssh_key == "~/.ssh/deploy"
