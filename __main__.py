@@ -3,6 +3,7 @@
 import pulumi
 
 from berth.errors import ConfigError
+from berth.preflight import preflight
 from berth.settings import from_pulumi_config, load_settings
 from components.stack import Stack
 
@@ -11,6 +12,8 @@ try:
 except ConfigError as error:
     # RunError ends the program with this message alone: one line per problem, no traceback.
     raise pulumi.RunError(str(error)) from None
+
+preflight(settings)  # reach the host as the provider will; one line per problem, before any resource
 
 stack = Stack(f"{settings.name}-{settings.environment}", settings)
 

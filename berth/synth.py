@@ -9,11 +9,14 @@ state can be applied as it is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import runpy
 import secrets
 import string
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
+from berth import preflight as host_preflight
 from berth.settings import deep_merge, from_stack_files, load_settings
 from berth.settings.loader import PROJECT_ROOT
 
@@ -33,10 +37,12 @@ _SIG_KEY = "4dabf18193072939515e22adb298388d"
 
 
 def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
-          raw_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+          raw_overrides: dict[str, Any] | None = None, preflight: bool = False) -> dict[str, Any]:
     """The desired state of a stack: validated settings first (ConfigError before anything runs).
 
     ``raw_overrides`` is deep-merged over the stack file's config, as `pulumi config set` would be.
+    The host preflight is skipped (synth is offline) unless ``preflight`` asks for it; a problem
+    it finds raises pulumi.RunError, as in `pulumi preview`.
     """
     raw = deep_merge(from_stack_files(stack), raw_overrides or {})
     if blueprint:
@@ -44,9 +50,10 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
     settings = load_settings(raw)
     mocks = SynthMocks()
     monitor = RecordingMonitor(mocks, reveal)
-    pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor, logger=_logger())
     pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})
-    _sync_await(run_pulumi_func(_run_program))
+    with contextlib.nullcontext() if preflight else host_preflight.skipped():
+        _sync_await(run_pulumi_func(_run_program))
     return {
         "stack": stack,
         "blueprint": settings.blueprint,
@@ -54,6 +61,23 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
         "resources": sorted(monitor.records, key=lambda record: (record["type"], record["name"])),
         "outputs": _stack_outputs(reveal),
     }
+
+
+def _logger() -> logging.Logger:
+    """The program's pulumi.log lines (the preflight's engine line, warnings) on stderr, as the CLI shows them."""
+    logger = logging.getLogger("berth.synth")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_CliFormat())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class _CliFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 def _run_program() -> None:
