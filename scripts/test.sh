@@ -13,7 +13,7 @@ docker_engine
 bash .ci/engine.sh   # local images for the engine tier (cached by Dockerfile content)
 
 log "ruff"
-"$VENV/bin/ruff" check berth components tests bench __main__.py
+"$VENV/bin/ruff" check berth components tests bench demo __main__.py
 log "mypy (the product's code)"
 "$VENV/bin/mypy" berth components __main__.py
 log "pytest"

@@ -23,7 +23,7 @@ from berth.settings import deep_merge, load_settings
 from berth.synth import synth
 
 STACK = "engine"
-BLUEPRINTS = ("ai-present-finder", "databaseai", "praxifi", "sentineliq", "webprometrics")
+BLUEPRINTS = ("ai-present-finder", "databaseai", "demo", "praxifi", "sentineliq", "webprometrics")
 HTTP_PORT, HTTPS_PORT = 18080, 18443
 
 APF_PORTS = "3000,3010,3020,3030,3040,3050,8011,8012,8013,8014"
