@@ -21,12 +21,3 @@ class ConfigError(ValueError):
     def one(cls, path: str, rule: str) -> ConfigError:
         """A ConfigError with a single problem."""
         return cls([(path, rule)])
-
-    @classmethod
-    def parse(cls, text: str) -> ConfigError:
-        """The ConfigError whose message is `text` (its lines, as str() printed them)."""
-        problems = []
-        for line in text.splitlines():
-            path, _, rule = line.removeprefix(f"{NAMESPACE}:").partition(": ")
-            problems.append((path, rule) if rule else ("", line.removeprefix(f"{NAMESPACE}: ")))
-        return cls(problems)

@@ -9,12 +9,15 @@ state can be applied as it is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import runpy
 import secrets
 import string
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,11 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from berth.errors import ConfigError
+from berth import preflight as host_preflight
 from berth.plan.containers import split_image
 from berth.settings import deep_merge, from_stack_files, load_settings
 from berth.settings.loader import PROJECT_ROOT
-from berth.settings.release import qualified
+from berth.settings.release import plan_release, qualified, release_clock
 
 SECRET = "[secret]"
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
@@ -40,11 +43,13 @@ _SIG_KEY = "4dabf18193072939515e22adb298388d"
 
 
 def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
-          raw_overrides: dict[str, Any] | None = None,
+          raw_overrides: dict[str, Any] | None = None, preflight: bool = False,
           references: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The desired state of a stack: validated settings first (ConfigError before anything runs).
 
     ``raw_overrides`` is deep-merged over the stack file's config, as `pulumi config set` would be.
+    The host preflight is skipped (synth is offline) unless ``preflight`` asks for it; a problem
+    it finds raises pulumi.RunError, as in `pulumi preview`.
     ``references`` answers StackReferences: stack name (``staging`` or ``organization/berth/staging``)
     -> that stack's outputs, e.g. ``{"staging": {"release": ...}}``; any other stack has none.
     The release time is SOURCE_DATE_EPOCH if set, else 0, so that two synths diff cleanly.
@@ -53,19 +58,20 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
     if blueprint:
         raw["blueprint"] = blueprint
     settings = load_settings(raw)
-    mocks = SynthMocks({qualified(name, f"{ORGANIZATION}/berth/{stack}"): outputs
-                        for name, outputs in (references or {}).items()})
-    monitor = RecordingMonitor(mocks, reveal)
-    pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor,
-                             organization=ORGANIZATION)
-    pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})
+    own = f"{ORGANIZATION}/berth/{stack}"
+    answers = {qualified(name, own): outputs for name, outputs in (references or {}).items()}
     fixed_clock = "SOURCE_DATE_EPOCH" not in os.environ
     os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
     try:
-        _sync_await(run_pulumi_func(_run_program))
-    except pulumi.RunError as error:
-        # The program refused its config after reading releases (promotion, rollback): same lines.
-        raise ConfigError.parse(str(error)) from None
+        # Promotion and rollback refusals too are ConfigErrors before anything runs, as in the program.
+        plan_release(settings, lambda name, output: answers.get(name, {}).get(output), own, release_clock())
+        mocks = SynthMocks(answers)
+        monitor = RecordingMonitor(mocks, reveal)
+        pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor,
+                                 logger=_logger(), organization=ORGANIZATION)
+        pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})
+        with contextlib.nullcontext() if preflight else host_preflight.skipped():
+            _sync_await(run_pulumi_func(_run_program))
     finally:
         if fixed_clock:
             del os.environ["SOURCE_DATE_EPOCH"]
@@ -76,6 +82,23 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
         "resources": sorted(monitor.records, key=lambda record: (record["type"], record["name"])),
         "outputs": _stack_outputs(reveal),
     }
+
+
+def _logger() -> logging.Logger:
+    """The program's pulumi.log lines (the preflight's engine line, warnings) on stderr, as the CLI shows them."""
+    logger = logging.getLogger("berth.synth")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_CliFormat())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class _CliFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 def _run_program() -> None:
