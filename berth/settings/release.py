@@ -139,6 +139,10 @@ def _promote(plan: ReleasePlan, source: PromoteFrom, read: Reader, own_stack: st
         raise ConfigError.one(where, f"stack {source.stack} exports no release yet: deploy it first "
                                      f"(`pulumi up -s {source.stack}`); a failed update exports none")
     release = _parse(raw, where, f"stack {source.stack}'s release")
+    if release.blueprint != settings.blueprint:
+        raise ConfigError.one(where, f"stack {source.stack} runs blueprint {release.blueprint or '(none)'}, this "
+                                     f"stack {settings.blueprint or '(none)'}: promotion moves one system between "
+                                     "stacks")
     age = plan.now - release.time
     if source.max_age is not None and age > source.max_age:
         raise ConfigError.one(f"{where}.max_age", f"stack {source.stack}'s release {release.id} is from "

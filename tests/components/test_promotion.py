@@ -174,6 +174,12 @@ def test_refuses_a_release_older_than_max_age(staging_release, monkeypatch):
     assert promoted(source, promote_from={"stack": "staging", "max_age": "30d"})["outputs"]["release"]
 
 
+def test_refuses_a_release_of_another_blueprint(staging_release):
+    assert refusal({**staging_release, "blueprint": "demo"}) == (
+        "berth:promote_from: stack staging runs blueprint demo, this stack praxifi: promotion moves one system "
+        "between stacks")
+
+
 def test_refuses_what_is_not_a_release():
     assert refusal({"id": "x"}).startswith("berth:promote_from: stack staging's release is not a berth release (")
 

@@ -227,7 +227,7 @@ class TestPromotion:
         try:
             time.sleep(3)
             replace_s = replace_all(b, changes)
-            time.sleep(3)
+            time.sleep(5)  # the old containers are gone: traffic must keep flowing to the new ones
         finally:
             load.stop()
         elapsed = load.t_end - load.t_begin
