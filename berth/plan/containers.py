@@ -15,6 +15,7 @@ from typing import Any
 from berth.settings import SERVICE_NAMES, Cadence, Resources, Settings
 from berth.settings.apps import AppSettings, Workload
 from berth.settings.host import LogSettings
+from berth.settings.release import service_images
 from berth.units import go_duration, mebibytes, nano_cpus, provider_cpus
 
 # Docker's restart policy for data services: back after a crash or a daemon restart, not after `docker stop`.
@@ -197,13 +198,5 @@ def needs_data_network(workload: Workload) -> bool:
 
 def stack_images(settings: Settings) -> set[str]:
     """Every image reference the stack runs, before overrides."""
-    sections = [settings.service(name) for name in ("postgres", "redis", "rabbitmq", "minio")]
-    refs = {section.image for section in sections if section is not None}  # type: ignore[attr-defined]
-    if settings.minio is not None and settings.minio.enabled and settings.minio.buckets:
-        refs.add(settings.minio.client_image)
-    if settings.elk is not None and settings.elk.enabled:
-        refs |= {settings.elk.elasticsearch.image, settings.elk.logstash.image, settings.elk.kibana.image}
-    refs |= {w.image for w in (*settings.enabled_apps.values(), *settings.enabled_jobs.values())}
-    if settings.proxy is not None and settings.proxy.enabled:
-        refs.add(settings.proxy.image)
-    return refs
+    refs = set(service_images(settings).values())
+    return refs | {w.image for w in (*settings.enabled_apps.values(), *settings.enabled_jobs.values())}

@@ -8,13 +8,27 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, model_validator
 
 from berth.settings.apps import HttpPath
-from berth.settings.base import BerthModel, ByteSize, Cadence, Duration, ImageRef, Name, Port, in_range, matching
+from berth.settings.base import (
+    BerthModel,
+    ByteSize,
+    Cadence,
+    Duration,
+    ImageRef,
+    Name,
+    Port,
+    ResourceAmounts,
+    Resources,
+    in_range,
+    matching,
+)
 
 # A leading "*." wildcard is nginx's; a bare "*" or "*foo" is not a server name nginx accepts.
 ServerName = Annotated[str, AfterValidator(matching(
     r"(\*\.)?(\{domain\}|[a-z0-9]([a-z0-9-]*[a-z0-9])?)(\.(\{domain\}|[a-z0-9]([a-z0-9-]*[a-z0-9])?))*|_",
     "a host name such as www.{domain}, *.example.com, api.example.com or _"))]
 HeaderValue = Annotated[str, AfterValidator(matching(r"[^$\"\n]+", "a header value without $, \" or newlines"))]
+# nginx's own memory is a few MiB per worker plus the rate-limit zones: a guardrail, not a budget.
+PROXY_MEMORY = 256 * 1024 * 1024
 Rate = Annotated[str, AfterValidator(matching(r"[1-9][0-9]*r/[sm]", "a rate like 10r/s or 30r/m"))]
 
 
@@ -84,6 +98,7 @@ class ProxySettings(BerthModel):
     client_max_body_size: ByteSize = 10 * 1024 * 1024
     sites: list[Site] = []
     healthcheck: Cadence = Cadence(interval=timedelta(seconds=5), start_period=timedelta(seconds=10))
+    resources: Resources = Resources(limits=ResourceAmounts(memory=PROXY_MEMORY))
 
     @model_validator(mode="after")
     def _consistent(self) -> ProxySettings:

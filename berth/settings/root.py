@@ -10,6 +10,13 @@ from berth.settings.apps import AppSettings, JobSettings
 from berth.settings.base import BerthModel, Name, Secret, VolumeName, in_range, matching
 from berth.settings.host import HostSettings, ImageOverrides, LogSettings, Registry
 from berth.settings.proxy import ProxySettings
+from berth.settings.release import (
+    DEFAULT_RELEASE_HISTORY,
+    PromoteFromField,
+    ReleaseHistory,
+    ReleaseId,
+    check_promotion,
+)
 from berth.settings.services import (
     DataService,
     ElkSettings,
@@ -62,6 +69,10 @@ class Settings(BerthModel):
     apps: dict[Name, AppSettings] = Field(default_factory=dict)
     jobs: dict[Name, JobSettings] = Field(default_factory=dict)
     proxy: ProxySettings | None = None
+    # Releases (berth/settings/release.py): run another stack's exact images, or an earlier release's.
+    promote_from: PromoteFromField | None = None
+    rollback: ReleaseId | None = None
+    release_history: ReleaseHistory = DEFAULT_RELEASE_HISTORY
 
     # -- derived views, used by validation and by the plan ------------------------------------
 
@@ -138,6 +149,7 @@ class Settings(BerthModel):
         if self.logging.driver == "gelf" and not self.logging.address and not self.service("logstash"):
             raise ValueError("logging.address: driver gelf needs an address, or elk in the stack to send to")
         self._no_cycles()
+        check_promotion(self)
         return self
 
     def _no_cycles(self) -> None:
