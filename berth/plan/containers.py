@@ -183,4 +183,6 @@ def stack_images(settings: Settings) -> set[str]:
     refs |= {w.image for w in (*settings.enabled_apps.values(), *settings.enabled_jobs.values())}
     if settings.proxy is not None and settings.proxy.enabled:
         refs.add(settings.proxy.image)
+        if settings.proxy.tls.acme is not None:
+            refs.add(settings.proxy.tls.acme.image)
     return refs
