@@ -57,7 +57,7 @@ def names() -> list[str]:
 
 
 def lineage() -> Path:
-    """certbot's live directory of the certificate."""
+    """The live directory (certbot's) of the certificate."""
     return LIVE / ENV["BERTH_ACME_CERT_NAME"]
 
 
@@ -82,7 +82,8 @@ def current() -> tuple[set[str], datetime.datetime, datetime.datetime] | None:
 def certbot(*args: str) -> None:
     """Run certbot with its output in the container's log; Failed with its last lines if it fails."""
     command = ["certbot", *args, "--non-interactive"]
-    shown = " ".join("***" if prev == "--eab-hmac-key" else arg for prev, arg in zip(["", *command[:-1]], command, strict=True))
+    shown = " ".join("***" if prev == "--eab-hmac-key" else arg
+                     for prev, arg in zip(["", *command[:-1]], command, strict=True))
     log(f"running {shown}")
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
