@@ -13,6 +13,8 @@ umask 077
 src=$BERTH_TLS_SOURCE
 active=$BERTH_TLS_ACTIVE
 poll=${BERTH_TLS_POLL:-1}
+# Options for `nginx -t` and `nginx -s reload` when the config is not the image's default (-p, -c).
+opts=${BERTH_NGINX_OPTS:-}
 
 say() { echo "berth-tls: $*" >&2; }
 
@@ -21,7 +23,8 @@ serve() {
   cp "$1" "$active.new" || return 1
   [ -f "$active" ] && cp "$active" "$active.old"
   mv "$active.new" "$active"
-  if nginx -t -q 2>"$active.test"; then
+  # shellcheck disable=SC2086
+  if nginx $opts -t -q 2>"$active.test"; then
     return 0
   fi
   say "nginx refuses the certificate from $1, keeping the one it serves: $(tr '\n' ' ' <"$active.test")"
@@ -43,7 +46,8 @@ watch() {
     cmp -s "$src" "$active" && continue
     [ -f "$active.refused" ] && cmp -s "$src" "$active.refused" && continue
     if serve "$src"; then
-      if nginx -s reload 2>"$active.test"; then
+      # shellcheck disable=SC2086
+      if nginx $opts -s reload 2>"$active.test"; then
         say "new certificate from certbot: nginx reloaded"
       else
         say "nginx -s reload failed: $(tr '\n' ' ' <"$active.test")"

@@ -1,0 +1,322 @@
+"""The proxy's TLS in every mode, in Debian's real nginx; nginx-tls.sh and acme.py run for real.
+
+- ``nginx -t`` accepts the rendered config in each tls.mode, and in letsencrypt mode for every
+  blueprint (key and chain in one file, the HTTP-01 webroot on port 80);
+- nginx-tls.sh (dash here, busybox sh in the official image) starts nginx on the temporary
+  certificate, swaps in a new one with a reload (no failed request on the way), and keeps serving
+  the old one when nginx refuses the new;
+- acme.py's deploy hook and healthcheck on real certificate files made with cryptography.
+"""
+
+from __future__ import annotations
+
+import datetime
+import http.client
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import dnsstub  # tests/render is on sys.path (pytest puts a conftest's directory there)
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from servers import free_ports
+
+from berth.plan.acme import TEMPORARY_PEM, certbot_script, watcher_env, watcher_script
+from berth.plan.nginx import TLS_CERT, TLS_COMBINED, TLS_KEY, render_nginx_conf
+from berth.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+BLUEPRINTS = sorted(path.stem for path in (ROOT / "blueprints").glob("*.yaml"))
+NAMES = ["example.test", "www.example.test"]
+NOW = datetime.datetime.now(datetime.UTC)
+
+
+def cert_and_key(names: list[str] = NAMES, days: int = 90) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - datetime.timedelta(days=1))
+            .not_valid_after(NOW + datetime.timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return (cert.public_bytes(serialization.Encoding.PEM).decode(),
+            key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                              serialization.NoEncryption()).decode())
+
+
+def settings_for(tls: dict, redirect: bool = True, app_port: int = 3000):
+    return load_settings({
+        "environment": "prod", "domain": "example.test", "apps": {"web": {"image": "x/web:1", "port": app_port}},
+        "proxy": {"tls": tls, "http_redirect": redirect, "sites": [
+            {"server_names": ["{domain}", "www.{domain}"], "routes": [{"path": "/", "app": "web"}]}]}})
+
+
+ACME = {"mode": "letsencrypt", "acme": {"email": "ops@example.test"}}
+CERT, KEY = cert_and_key()
+MODES = {
+    "self-signed": ({"mode": "self-signed"}, True),
+    "provided": ({"mode": "provided", "certificate": CERT, "key": KEY}, True),
+    "letsencrypt": (ACME, True),
+    "letsencrypt-no-redirect": (ACME, False),
+    "none": ({"mode": "none"}, False),
+}
+
+
+def tool(name: str) -> str:
+    for directory in (*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin", "/sbin"):
+        if (Path(directory) / name).is_file():
+            return str(Path(directory) / name)
+    raise AssertionError(f"{name} is not installed; the render tests need the real program")
+
+
+def tls_files(directory: Path) -> None:
+    """What the proxy finds in its tls_dir in any mode: cert.pem + key.pem, and tls.pem (key + chain)."""
+    (directory / TLS_CERT).write_text(CERT)
+    (directory / TLS_KEY).write_text(KEY)
+    (directory / TLS_COMBINED).write_text(KEY + CERT)
+
+
+def nginx_t(conf_text: str, tmp_path: Path) -> str:
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(conf_text)
+    result = subprocess.run([tool("nginx"), "-t", "-p", str(tmp_path), "-c", str(conf)],
+                            capture_output=True, text=True, timeout=60)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0 and "test is successful" in output, output
+    assert "[warn]" not in output and "[emerg]" not in output, output
+    return output
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_nginx_accepts_every_tls_mode(mode: str, tmp_path: Path) -> None:
+    tls, redirect = MODES[mode]
+    tls_files(tmp_path)
+    settings = settings_for(tls, redirect)
+    text = render_nginx_conf(settings, tls_dir=str(tmp_path), pid=str(tmp_path / "nginx.pid"), temp_dir=str(tmp_path))
+    nginx_t(text, tmp_path)
+    if mode.startswith("letsencrypt"):
+        assert f"ssl_certificate {tmp_path}/{TLS_COMBINED};" in text
+        assert f"ssl_certificate_key {tmp_path}/{TLS_COMBINED};" in text
+        # Port 80 serves the webroot: in the redirect server, or (no redirect) in the site's own server.
+        assert text.count("/.well-known/acme-challenge/") == 1
+        assert ("location ^~ /.well-known/acme-challenge/" in text) is not redirect
+
+
+@pytest.mark.parametrize("blueprint", BLUEPRINTS)
+def test_nginx_accepts_every_blueprint_in_letsencrypt_mode(blueprint: str, tmp_path: Path) -> None:
+    tls_files(tmp_path)
+    settings = load_settings({"environment": "prod", "domain": "example.com", "blueprint": blueprint,
+                              "proxy": {"tls": ACME}})
+    nginx_t(render_nginx_conf(settings, tls_dir=str(tmp_path), pid=str(tmp_path / "nginx.pid"),
+                              temp_dir=str(tmp_path)), tmp_path)
+
+
+# -- nginx-tls.sh ---------------------------------------------------------------------------------
+
+
+def served_serial(port: int) -> int:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock, \
+            context.wrap_socket(sock, server_hostname=NAMES[0]) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def serial_of(pem: str) -> int:
+    return x509.load_pem_x509_certificate(pem.encode()).serial_number
+
+
+def publish(path: Path, text: str) -> None:
+    """As acme.py's deploy hook does: write aside, then one rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Watched:
+    def __init__(self, proc: subprocess.Popen, log: Path, https_port: int, health_port: int, source: Path) -> None:
+        self.proc, self.log, self.https_port, self.health_port, self.source = proc, log, https_port, health_port, source
+
+
+class Answer(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+@pytest.fixture
+def watched(tmp_path: Path) -> Iterator[Watched]:
+    """nginx under nginx-tls.sh on free ports in front of a stub app, with no certificate from certbot yet."""
+    http_port, https_port, health_port, app_port = free_ports(4)
+    app = ThreadingHTTPServer(("127.0.0.1", app_port), Answer)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    dns = dnsstub.DnsStub({"web": ["127.0.0.1"]}, default=None).__enter__()
+    tls_dir, shared = tmp_path / "tls", tmp_path / "shared"
+    tls_dir.mkdir()
+    temporary_cert, temporary_key = cert_and_key(["temporary.invalid"])
+    (tls_dir / TEMPORARY_PEM).write_text(temporary_key + temporary_cert)
+    settings = settings_for(ACME, app_port=app_port)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(render_nginx_conf(settings, resolver=dns.address, http_port=http_port, https_port=https_port,
+                                      tls_dir=str(tls_dir), health_listen=f"127.0.0.1:{health_port}",
+                                      pid=str(tmp_path / "nginx.pid"), temp_dir=str(tmp_path)))
+    script = tmp_path / "nginx-tls.sh"
+    script.write_text(watcher_script())
+    env = {**os.environ, **watcher_env(str(tls_dir)), "BERTH_TLS_SOURCE": str(shared / "live" / "tls.pem"),
+           "BERTH_NGINX_OPTS": f"-p {tmp_path} -c {conf}"}
+    log = tmp_path / "out.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([tool("dash"), str(script), tool("nginx"), "-p", str(tmp_path), "-c", str(conf),
+                                 "-g", "daemon off;"], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    watched = Watched(proc, log, https_port, health_port, shared / "live" / "tls.pem")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            served_serial(https_port)
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    watched.temporary_serial = serial_of(temporary_cert)  # type: ignore[attr-defined]
+    try:
+        yield watched
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(15)
+        dns.__exit__(None, None, None)
+        app.shutdown()
+        app.server_close()
+
+
+def wait_for_serial(watched: Watched, serial: int, timeout: float = 10) -> float:
+    begin = time.monotonic()
+    while served_serial(watched.https_port) != serial:
+        assert time.monotonic() - begin < timeout, watched.log.read_text()
+        time.sleep(0.05)
+    return time.monotonic() - begin
+
+
+def test_watcher_starts_on_the_temporary_certificate_then_reloads_into_certbots(watched: Watched) -> None:
+    assert served_serial(watched.https_port) == watched.temporary_serial  # type: ignore[attr-defined]
+    assert "serving the temporary certificate until certbot has one" in watched.log.read_text()
+    master = watched.proc.pid
+    failures: list[str] = []
+    answered: list[int] = []
+    stop = threading.Event()
+
+    def hammer() -> None:  # requests on fresh connections throughout the swap: each must be answered
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        while not stop.is_set():
+            try:
+                conn = http.client.HTTPSConnection("127.0.0.1", watched.https_port, timeout=5, context=context)
+                conn.request("GET", "/", headers={"Host": NAMES[0]})
+                response = conn.getresponse()
+                if response.read() != b"ok" or response.status != 200:
+                    failures.append(f"status {response.status}")
+                answered.append(1)
+                conn.close()
+            except (OSError, http.client.HTTPException) as error:
+                failures.append(repr(error))
+
+    thread = threading.Thread(target=hammer)
+    thread.start()
+    cert, key = cert_and_key()
+    publish(watched.source, key + cert)
+    took = wait_for_serial(watched, serial_of(cert))
+    stop.set()
+    thread.join()
+    assert failures == [] and len(answered) > 10
+    assert took < 5
+    assert "new certificate from certbot: nginx reloaded" in watched.log.read_text()
+    assert watched.proc.poll() is None and watched.proc.pid == master  # a reload, not a restart
+
+
+def test_watcher_keeps_serving_when_nginx_refuses_the_new_certificate(watched: Watched) -> None:
+    cert, key = cert_and_key()
+    publish(watched.source, key + cert)
+    wait_for_serial(watched, serial_of(cert))
+    other_cert, _ = cert_and_key()
+    _, other_key = cert_and_key()
+    publish(watched.source, other_key + other_cert)  # a key that does not belong to the certificate
+    deadline = time.monotonic() + 10
+    while "nginx refuses the certificate" not in watched.log.read_text():
+        assert time.monotonic() < deadline, watched.log.read_text()
+        time.sleep(0.1)
+    time.sleep(2)
+    assert served_serial(watched.https_port) == serial_of(cert)
+    assert watched.log.read_text().count("nginx refuses the certificate") == 1  # refused once, not every poll
+
+
+# -- acme.py: the deploy hook and the healthcheck -------------------------------------------------
+
+
+def run_acme(tmp_path: Path, command: str, **env: str) -> subprocess.CompletedProcess:
+    script = tmp_path / "acme.py"
+    script.write_text(certbot_script())
+    # The script's paths are the container's; point them into tmp_path.
+    text = script.read_text().replace('Path("/etc/letsencrypt/live")', f'Path("{tmp_path}/live")').replace(
+        'Path("/tmp/berth-acme-status.json")', f'Path("{tmp_path}/status.json")')
+    script.write_text(text)
+    environment = {**os.environ, "BERTH_ACME_SHARED": str(tmp_path / "shared"), "BERTH_ACME_CERT_NAME": "proxy",
+                   "BERTH_ACME_DOMAINS": ",".join(NAMES), **env}
+    return subprocess.run(["python3", str(script), command], env=environment, capture_output=True, text=True,
+                          timeout=60)
+
+
+def lineage(tmp_path: Path, days: int) -> str:
+    cert, key = cert_and_key(days=days)
+    live = tmp_path / "live" / "proxy"
+    live.mkdir(parents=True, exist_ok=True)
+    (live / "cert.pem").write_text(cert)
+    (live / "fullchain.pem").write_text(cert)
+    (live / "privkey.pem").write_text(key)
+    return key + cert
+
+
+def test_deploy_hands_nginx_key_and_chain_in_one_private_file(tmp_path: Path) -> None:
+    combined = lineage(tmp_path, 90)
+    result = run_acme(tmp_path, "deploy", RENEWED_LINEAGE=str(tmp_path / "live" / "proxy"))
+    assert result.returncode == 0, result.stderr
+    served = tmp_path / "shared" / "live" / "tls.pem"
+    assert served.read_text() == combined
+    assert served.stat().st_mode & 0o777 == 0o600
+    info = json.loads((tmp_path / "shared" / "live" / "tls.json").read_text())
+    assert info["names"] == sorted(NAMES)
+    assert "handed to nginx" in result.stdout
+
+
+@pytest.mark.parametrize(("days", "status", "code", "says"), [
+    (90, "ok", 0, "valid for"),
+    (10, "ok", 1, "expires in"),
+    (90, "failed", 1, "the last order or renewal failed: boom"),
+    (None, "pending", 1, "no certificate yet (ordering)"),
+])
+def test_health(tmp_path: Path, days: int | None, status: str, code: int, says: str) -> None:
+    if days is not None:
+        lineage(tmp_path, days)
+        assert run_acme(tmp_path, "deploy").returncode == 0
+    (tmp_path / "status.json").write_text(json.dumps({"state": status, "error": "boom", "at": 0}))
+    result = run_acme(tmp_path, "health")
+    assert result.returncode == code, result.stdout + result.stderr
+    assert says in result.stdout
