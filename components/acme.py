@@ -2,7 +2,7 @@
 
 Creates the ``letsencrypt`` volume (ACME account, certificates, renewal config: retained like data,
 so a replaced container never orders again), the ``acme`` volume it shares with nginx (the HTTP-01
-webroot and the certificate nginx serves), and the certbot container running berth/plan/files/acme.py.
+webroot and the certificate nginx serves; retained as well), and the certbot container running berth/plan/files/acme.py.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pulumi
-import pulumi_docker as docker
 
 from berth.plan.acme import (
     CA_BUNDLE_PATH,
@@ -43,10 +42,8 @@ class Certbot(pulumi.ComponentResource):
         assert settings.proxy is not None and settings.proxy.tls.acme is not None
         acme = settings.proxy.tls.acme
         self.state = data_volume(f"{name}-state", settings, STATE_VOLUME, self)
-        self.shared = docker.Volume(
-            f"{name}-shared", name=docker_name(settings, SHARED_VOLUME),
-            labels=[docker.VolumeLabelArgs(label="berth.environment", value=settings.environment)],
-            opts=pulumi.ResourceOptions(parent=self))
+        # Retained too: after a lost state nginx finds the certificate there before certbot has run.
+        self.shared = data_volume(f"{name}-shared", settings, SHARED_VOLUME, self)
         uploads = [upload(SCRIPT_PATH, certbot_script(), secret=False)]
         if acme.ca_bundle is not None:
             uploads.append(upload(CA_BUNDLE_PATH, acme.ca_bundle, secret=False))

@@ -8,6 +8,9 @@ cd "$ROOT"
 
 apt_install nginx postgresql rabbitmq-server redis-server curl openssl ca-certificates
 python_env requirements-dev.txt
+# tests/acme: Pebble, Let's Encrypt's test CA, and its DNS, from the Go module proxy (Go >= 1.25).
+go_install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3 \
+  github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@v2.10.3
 docker_engine
 bash .ci/engine.sh   # local images for the engine tier (cached by Dockerfile content)
 

@@ -17,6 +17,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -280,7 +281,7 @@ def run_acme(tmp_path: Path, command: str, **env: str) -> subprocess.CompletedPr
     script.write_text(text)
     environment = {**os.environ, "BERTH_ACME_SHARED": str(tmp_path / "shared"), "BERTH_ACME_CERT_NAME": "proxy",
                    "BERTH_ACME_DOMAINS": ",".join(NAMES), **env}
-    return subprocess.run(["python3", str(script), command], env=environment, capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(script), command], env=environment, capture_output=True, text=True,
                           timeout=60)
 
 
