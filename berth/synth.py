@@ -44,6 +44,9 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
     settings = load_settings(raw)
     mocks = SynthMocks()
     monitor = RecordingMonitor(mocks, reveal)
+    # set_mocks keeps a root Stack made by an earlier synth in this process, with that stack's name
+    # and outputs: each synth needs its own.
+    pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})
     _sync_await(run_pulumi_func(_run_program))
