@@ -5,12 +5,14 @@
 - nginx-tls.sh (dash here, busybox sh in the official image) starts nginx on the temporary
   certificate, swaps in a new one with a reload (no failed request on the way), and keeps serving
   the old one when nginx refuses the new;
-- acme.py's deploy hook and healthcheck on real certificate files made with cryptography.
+- acme.py's deploy hook and healthcheck on real certificate files made with cryptography, and its
+  decisions (order, renew, drop a name when due, change the key type) with a recording certbot.
 """
 
 from __future__ import annotations
 
 import datetime
+import functools
 import http.client
 import json
 import os
@@ -21,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dnsstub  # tests/render is on sys.path (pytest puts a conftest's directory there)
@@ -42,11 +44,11 @@ NAMES = ["example.test", "www.example.test"]
 NOW = datetime.datetime.now(datetime.UTC)
 
 
-def cert_and_key(names: list[str] = NAMES, days: int = 90) -> tuple[str, str]:
+def cert_and_key(names: list[str] = NAMES, days: int = 90, age: int = 1) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(NOW - datetime.timedelta(days=1))
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - datetime.timedelta(days=age))
             .not_valid_after(NOW + datetime.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
             .sign(key, hashes.SHA256()))
@@ -285,8 +287,8 @@ def run_acme(tmp_path: Path, command: str, **env: str) -> subprocess.CompletedPr
                           timeout=60)
 
 
-def lineage(tmp_path: Path, days: int) -> str:
-    cert, key = cert_and_key(days=days)
+def lineage(tmp_path: Path, days: int, age: int = 1) -> str:
+    cert, key = cert_and_key(days=days, age=age)
     live = tmp_path / "live" / "proxy"
     live.mkdir(parents=True, exist_ok=True)
     (live / "cert.pem").write_text(cert)
@@ -321,3 +323,134 @@ def test_health(tmp_path: Path, days: int | None, status: str, code: int, says: 
     result = run_acme(tmp_path, "health")
     assert result.returncode == code, result.stdout + result.stderr
     assert says in result.stdout
+
+
+# -- acme.py's decisions, with a recording stand-in for certbot ------------------------------------
+
+FAKE_CERTBOT = '''#!{python}
+"""Records its arguments; certonly writes a lineage for its -d names and runs the deploy hook, as certbot does."""
+import datetime, json, os, subprocess, sys
+from pathlib import Path
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+args = sys.argv[1:]
+with open(os.environ["FAKE_CERTBOT_LOG"], "a") as log:
+    log.write(json.dumps(args) + "\\n")
+if os.environ.get("FAKE_CERTBOT_FAIL"):
+    print("Certbot failed to authenticate some domains (authenticator: webroot)")
+    sys.exit(1)
+if args[0] == "certonly":
+    names = [args[i + 1] for i, arg in enumerate(args) if arg == "-d"]
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048) if "rsa" in args else \\
+        ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now)
+            .not_valid_after(now + datetime.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+            .sign(key, hashes.SHA256()))
+    live = Path(os.environ["FAKE_LIVE"]) / args[args.index("--cert-name") + 1]
+    live.mkdir(parents=True, exist_ok=True)
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (live / "cert.pem").write_bytes(pem)
+    (live / "fullchain.pem").write_bytes(pem)
+    (live / "privkey.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    hook = args[args.index("--deploy-hook") + 1]
+    subprocess.run(hook, shell=True, check=True, env={{**os.environ, "RENEWED_LINEAGE": str(live)}})
+'''
+
+
+@pytest.fixture
+def fake_certbot(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """certbot and python3 on PATH for acme.py, and nginx serving the webroot (a plain file server)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    certbot = bin_dir / "certbot"
+    certbot.write_text(FAKE_CERTBOT.format(python=sys.executable))
+    certbot.chmod(0o755)
+    (bin_dir / "python3").symlink_to(sys.executable)
+    webroot = tmp_path / "shared" / "webroot"
+    webroot.mkdir(parents=True)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietFiles, directory=str(webroot)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield {"PATH": f"{bin_dir}:{os.environ['PATH']}", "FAKE_CERTBOT_LOG": str(tmp_path / "certbot.log"),
+               "FAKE_LIVE": str(tmp_path / "live"), "BERTH_ACME_PROXY": f"127.0.0.1:{server.server_port}",
+               "BERTH_ACME_SERVER": "https://ca.test/dir", "BERTH_ACME_EMAIL": "ops@example.test"}
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def certbot_calls(tmp_path: Path) -> list[list[str]]:
+    log = tmp_path / "certbot.log"
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def domains(call: list[str]) -> list[str]:
+    return [call[i + 1] for i, arg in enumerate(call) if arg == "-d"]
+
+
+def test_once_orders_every_name_and_hands_nginx_the_certificate(tmp_path: Path, fake_certbot: dict) -> None:
+    result = run_acme(tmp_path, "once", **fake_certbot)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [call] = certbot_calls(tmp_path)
+    assert call[0] == "certonly" and domains(call) == NAMES
+    assert {"--webroot", "--agree-tos", "--non-interactive"} <= set(call)
+    assert call[call.index("--key-type") + 1] == "ecdsa" and call[call.index("--email") + 1] == "ops@example.test"
+    assert (tmp_path / "shared" / "live" / "tls.pem").exists()
+    assert json.loads((tmp_path / "status.json").read_text())["state"] == "ok"
+    assert run_acme(tmp_path, "health", **fake_certbot).returncode == 0
+
+
+def test_an_added_name_is_ordered_at_once(tmp_path: Path, fake_certbot: dict) -> None:
+    assert run_acme(tmp_path, "once", **fake_certbot).returncode == 0
+    added = ",".join([*NAMES, "api.example.test"])
+    assert run_acme(tmp_path, "once", **fake_certbot, BERTH_ACME_DOMAINS=added).returncode == 0
+    assert domains(certbot_calls(tmp_path)[-1]) == added.split(",")
+
+
+def test_a_removed_name_stays_until_the_certificate_is_due(tmp_path: Path, fake_certbot: dict) -> None:
+    lineage(tmp_path, 90)  # for NAMES
+    fewer = {**fake_certbot, "BERTH_ACME_DOMAINS": NAMES[0]}
+    assert run_acme(tmp_path, "once", **fewer).returncode == 0
+    assert certbot_calls(tmp_path)[-1][0] == "renew"  # not due: certbot's renew leaves it alone
+    lineage(tmp_path, 10, age=80)  # 10 days left of 90: due
+    result = run_acme(tmp_path, "once", **fewer)
+    assert result.returncode == 0 and "renewing without www.example.test" in result.stdout
+    call = certbot_calls(tmp_path)[-1]
+    assert call[0] == "certonly" and domains(call) == [NAMES[0]]
+
+
+def test_a_changed_key_type_orders_a_new_certificate(tmp_path: Path, fake_certbot: dict) -> None:
+    lineage(tmp_path, 90)  # an ecdsa key
+    result = run_acme(tmp_path, "once", **fake_certbot, BERTH_ACME_KEY_TYPE="rsa")
+    assert result.returncode == 0, result.stdout + result.stderr
+    call = certbot_calls(tmp_path)[-1]
+    assert call[0] == "certonly" and call[call.index("--key-type") + 1] == "rsa" and "--force-renewal" in call
+
+
+def test_a_failed_order_is_logged_and_unhealthy(tmp_path: Path, fake_certbot: dict) -> None:
+    result = run_acme(tmp_path, "once", **fake_certbot, FAKE_CERTBOT_FAIL="1")
+    assert result.returncode == 1
+    assert "berth-acme: ERROR: certbot certonly exited with 1: Certbot failed to authenticate" in result.stdout
+    health = run_acme(tmp_path, "health", **fake_certbot)
+    assert health.returncode == 1 and "the last order or renewal failed" in health.stdout
+
+
+def test_a_webroot_nginx_does_not_serve_fails_before_the_ca_is_asked(tmp_path: Path, fake_certbot: dict) -> None:
+    closed = {**fake_certbot, "BERTH_ACME_PROXY": f"127.0.0.1:{free_ports(1)[0]}",
+              "BERTH_ACME_PROXY_WAIT_SECONDS": "2"}
+    result = run_acme(tmp_path, "once", **closed)
+    assert result.returncode == 1 and "nginx does not serve the webroot" in result.stdout
+    assert certbot_calls(tmp_path) == []

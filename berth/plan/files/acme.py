@@ -1,6 +1,7 @@
 """berth's certbot loop, uploaded into the stack's certbot container (berth/plan/acme.py).
 
     python3 acme.py run      the container's process: order, then renew twice a day
+    python3 acme.py once     one attempt now (order what is missing, renew what is due)
     python3 acme.py deploy   certbot's deploy hook: hand nginx the new certificate
     python3 acme.py health   the container's healthcheck
 
@@ -66,17 +67,19 @@ def _not_after(cert: object) -> datetime.datetime:
     return value if value is not None else cert.not_valid_after.replace(tzinfo=datetime.UTC)  # type: ignore[attr-defined]
 
 
-def current() -> tuple[set[str], datetime.datetime, datetime.datetime] | None:
-    """The names, start and end of the lineage's certificate, if there is one."""
+def current() -> tuple[set[str], datetime.datetime, datetime.datetime, str] | None:
+    """The names, start, end and key type (ecdsa, rsa) of the lineage's certificate, if there is one."""
     path = lineage() / "cert.pem"
     if not path.exists():
         return None
     from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
     cert = x509.load_pem_x509_certificate(path.read_bytes())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     start = getattr(cert, "not_valid_before_utc", None) or cert.not_valid_before.replace(tzinfo=datetime.UTC)
-    return set(san.get_values_for_type(x509.DNSName)), start, _not_after(cert)
+    key_type = "rsa" if isinstance(cert.public_key(), rsa.RSAPublicKey) else "ecdsa"
+    return set(san.get_values_for_type(x509.DNSName)), start, _not_after(cert), key_type
 
 
 def certbot(*args: str) -> None:
@@ -95,10 +98,15 @@ def certbot(*args: str) -> None:
         raise Failed(f"certbot {args[0]} exited with {proc.returncode}: " + " | ".join(t for t in tail if t))
 
 
-def order(domains: list[str]) -> None:
-    """Certonly for exactly these names: a new certificate, or the lineage's names changed."""
+def key_type() -> str:
+    """The key type settings ask for: ecdsa or rsa."""
+    return "rsa" if ENV.get("BERTH_ACME_KEY_TYPE") == "rsa" else "ecdsa"
+
+
+def order(domains: list[str], *extra: str) -> None:
+    """Certonly for exactly these names: a new certificate, or the lineage's names or key type changed."""
     self_test(domains[0])
-    key = (["--key-type", "ecdsa", "--elliptic-curve", "secp256r1"] if ENV.get("BERTH_ACME_KEY_TYPE") != "rsa"
+    key = (["--key-type", "ecdsa", "--elliptic-curve", "secp256r1"] if key_type() == "ecdsa"
            else ["--key-type", "rsa", "--rsa-key-size", "2048"])
     email = ENV.get("BERTH_ACME_EMAIL")
     account = ["--email", email, "--no-eff-email"] if email else ["--register-unsafely-without-email"]
@@ -106,7 +114,7 @@ def order(domains: list[str]) -> None:
         account += ["--eab-kid", ENV["BERTH_ACME_EAB_KID"], "--eab-hmac-key", ENV["BERTH_ACME_EAB_HMAC_KEY"]]
     certbot("certonly", "--agree-tos", "--webroot", "-w", str(WEBROOT), "--server", ENV["BERTH_ACME_SERVER"],
             "--cert-name", ENV["BERTH_ACME_CERT_NAME"], *[arg for name in domains for arg in ("-d", name)],
-            *key, *account, "--deploy-hook", HOOK)
+            *key, *account, "--deploy-hook", HOOK, *extra)
 
 
 def self_test(host: str) -> None:
@@ -152,6 +160,10 @@ def attempt() -> None:
     elif missing := [name for name in want if name not in have[0]]:
         log(f"{', '.join(missing)} not on the certificate: ordering one for {', '.join(want)}")
         order(want)
+    elif have[3] != key_type():
+        # certbot renews with the lineage's old key type unless told both the name and the new type.
+        log(f"the certificate has an {have[3]} key, settings ask for {key_type()}: ordering a new one")
+        order(want, "--force-renewal")
     elif (extra := sorted(have[0] - set(want))) and due(have[1], have[2]):
         log(f"renewing without {', '.join(extra)}, which the proxy no longer serves")
         order(want)
@@ -184,6 +196,19 @@ def deploy() -> None:
 def write_status(state: str, error: str = "") -> None:
     """What the healthcheck reports: pending, ok or failed (with the error)."""
     STATUS.write_text(json.dumps({"state": state, "error": error, "at": time.time()}))
+
+
+def once() -> int:
+    """One attempt now, as the loop makes it (`docker exec <certbot> python3 acme.py once`); 1 if it failed."""
+    WEBROOT.mkdir(parents=True, exist_ok=True, mode=0o755)
+    try:
+        attempt()
+    except Failed as error:
+        log(f"ERROR: {error}")
+        write_status("failed", str(error))
+        return 1
+    write_status("ok")
+    return 0
 
 
 def run() -> None:
@@ -229,9 +254,11 @@ if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else "run"
     if command == "run":
         run()
+    elif command == "once":
+        sys.exit(once())
     elif command == "deploy":
         deploy()
     elif command == "health":
         sys.exit(health())
     else:
-        sys.exit(f"usage: {sys.argv[0]} run|deploy|health")
+        sys.exit(f"usage: {sys.argv[0]} run|once|deploy|health")
