@@ -2,8 +2,9 @@
 
 One stack (module scope) is applied from `berth synth` output by the engine tier's applier and probed
 in order: the first deploy gets a certificate with no manual step; a forced renewal under load is
-served without a failed request; replacing the nginx and certbot containers orders nothing; a
-validation that fails shows in health and log while the old certificate keeps serving.
+served without a failed request; replacing the nginx and certbot containers orders nothing; a name
+added to settings is on the certificate after the next apply; a validation that fails shows in
+health and log while the old certificate keeps serving.
 """
 
 from __future__ import annotations
@@ -34,10 +35,11 @@ from berth.synth import synth
 pytestmark = pytest.mark.engine
 
 NAMES = ("acme.test", "www.acme.test", "api.acme.test")
+ADDED = "new.acme.test"
 BROKEN = "broken.acme.test"
 CERTBOT = "proxy-certbot-container"
 PROXY = "proxy-container"
-LOAD_RATE = 250  # GET/s through the proxy during the renewal
+LOAD_RATE = 300  # GET/s asked through the proxy during the renewal (>= 200 must be reached)
 
 
 class AcmeDeployment(Deployment):
@@ -202,7 +204,7 @@ def test_first_deploy_gets_a_certificate_for_every_name(dep: AcmeDeployment, peb
 def test_forced_renewal_under_load_fails_no_request(dep: AcmeDeployment, pebble: Pebble) -> None:
     old = served_certificate(dep, NAMES[0]).serial_number
     orders = pebble.orders()
-    load = Load(dep, NAMES[0], "/", get_rate=LOAD_RATE, post_rate=0, threads=10, retry_idle_close=True)
+    load = Load(dep, NAMES[0], "/", get_rate=LOAD_RATE, post_rate=0, threads=12, retry_idle_close=True)
     load.start()
     try:
         time.sleep(3)
@@ -248,17 +250,33 @@ def test_replacing_nginx_and_certbot_orders_nothing(dep: AcmeDeployment, pebble:
     assert pebble.orders() == orders
 
 
+def replace_with(dep: AcmeDeployment, result: dict[str, Any], resource: str, wait: bool = True) -> dict[str, Any]:
+    """Replace one container with its inputs from a new synth, as `pulumi up` would after the change."""
+    inputs = dict(next(r for r in result["resources"] if r["name"] == resource)["inputs"])
+    if not wait:  # the applier would wait for healthy (pulumi-docker fails on unhealthy): the test watches
+        inputs["wait"] = False
+    dep.applier.replace(resource, new_inputs=inputs)
+    return inputs
+
+
+def test_an_added_name_is_on_the_certificate_after_the_next_up(
+        dep: AcmeDeployment, pebble: Pebble, ports: tuple[int, int]) -> None:
+    orders = pebble.orders()
+    _, result = stack(pebble, ports, extra_names=(ADDED,))
+    replace_with(dep, result, CERTBOT)  # healthy again only once the new certificate is there
+    replace_with(dep, result, PROXY)    # the new server name in nginx.conf
+    for name in (*NAMES, ADDED):
+        assert verified(dep, name), name
+    assert pebble.orders() == orders + 1
+
+
 def test_failed_validation_shows_in_health_and_log_and_the_old_certificate_serves(
         dep: AcmeDeployment, pebble: Pebble, ports: tuple[int, int]) -> None:
     serial = served_certificate(dep, NAMES[0]).serial_number
     pebble.add_a(BROKEN, "127.0.0.2")  # Pebble's VA connects there, where nothing listens
-    _, result = stack(pebble, ports, extra_names=(BROKEN,))
-    record = next(r for r in result["resources"] if r["name"] == CERTBOT)
-    inputs = dict(record["inputs"])
-    assert f"BERTH_ACME_DOMAINS={','.join((*NAMES, BROKEN))}" in inputs["envs"]
-    # The applier would wait for healthy (pulumi-docker fails on unhealthy); this test watches the health itself.
-    inputs["wait"] = False
-    dep.applier.replace(CERTBOT, new_inputs=inputs)
+    _, result = stack(pebble, ports, extra_names=(ADDED, BROKEN))
+    inputs = replace_with(dep, result, CERTBOT, wait=False)
+    assert f"BERTH_ACME_DOMAINS={','.join((*NAMES, ADDED, BROKEN))}" in inputs["envs"]
     state = wait_until(lambda: health(dep, CERTBOT)["Status"] == "unhealthy" and health(dep, CERTBOT), 90, 0.5,
                        "the certbot container unhealthy")
     assert "the last order or renewal failed" in state["Log"][-1]["Output"]
@@ -266,6 +284,6 @@ def test_failed_validation_shows_in_health_and_log_and_the_old_certificate_serve
     log = logs(dep, CERTBOT)
     assert "berth-acme: ERROR: certbot certonly exited with 1" in log, log[-3000:]
     assert served_certificate(dep, NAMES[0]).serial_number == serial
-    assert all(verified(dep, name) for name in NAMES)
+    assert all(verified(dep, name) for name in (*NAMES, ADDED))
     print(f"acme: failed order logged and unhealthy; health says: {json.dumps(state['Log'][-1]['Output'])[:300]}",
           flush=True)
