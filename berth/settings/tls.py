@@ -121,6 +121,8 @@ def _check_acme(settings: Settings) -> None:
     if server in PUBLIC_CAS and settings.proxy.http_port != 80:
         raise ValueError(f"proxy.http_port: {server} validates HTTP-01 on port 80 only, "
                          f"not on {settings.proxy.http_port}")
+    if server in PUBLIC_CAS and settings.proxy.bind.startswith("127."):
+        raise ValueError(f"proxy.bind: {settings.proxy.bind} is loopback; {server} could never fetch a challenge")
 
 
 def _not_http01(host: str) -> str | None:

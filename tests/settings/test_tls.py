@@ -98,10 +98,11 @@ def test_the_server_must_be_an_https_url(assert_config_error, server):
     (letsencrypt(eab={"key_id": "kid"}), "proxy.tls.acme.eab.hmac_key", "is required"),
     (letsencrypt(ca_bundle="not a certificate"), "proxy.tls.acme.ca_bundle", "is not a PEM certificate"),
     ({**letsencrypt(), "proxy.http_port": 8080}, "proxy.http_port", "validates HTTP-01 on port 80 only"),
+    ({**letsencrypt(), "proxy.bind": "127.0.0.1"}, "proxy.bind", "is loopback"),
     ({**letsencrypt(), "proxy.sites[2]": {"server_names": [f"n{i}.{{domain}}" for i in range(99)],
                                           "routes": [{"path": "/", "app": "backend"}]}},
      "proxy.sites", "one certificate takes at most 100"),
-], ids=["no-acme", "acme-without-letsencrypt", "email", "key-type", "eab-no-hmac", "ca-bundle", "port-8080",
+], ids=["no-acme", "acme-without-letsencrypt", "email", "key-type", "eab-no-hmac", "ca-bundle", "port-8080", "loopback",
         "101-names"])
 def test_letsencrypt_bad_input(assert_config_error, changes, path, rule):
     assert_config_error(path, rule, changes)
