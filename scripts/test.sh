@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
 
-apt_install nginx postgresql rabbitmq-server redis-server curl openssl ca-certificates
+apt_install nginx postgresql rabbitmq-server redis-server curl openssl ca-certificates busybox
 python_env requirements-dev.txt
 # tests/acme: Pebble, Let's Encrypt's test CA, and its DNS, from the Go module proxy (Go >= 1.25).
 go_install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3 \

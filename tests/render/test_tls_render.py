@@ -2,9 +2,9 @@
 
 - ``nginx -t`` accepts the rendered config in each tls.mode, and in letsencrypt mode for every
   blueprint (key and chain in one file, the HTTP-01 webroot on port 80);
-- nginx-tls.sh (dash here, busybox sh in the official image) starts nginx on the temporary
-  certificate, swaps in a new one with a reload (no failed request on the way), and keeps serving
-  the old one when nginx refuses the new;
+- nginx-tls.sh, under dash and under busybox's sh and applets (as in the official Alpine image),
+  starts nginx on the temporary certificate, swaps in a new one with a reload (no failed request on
+  the way), and keeps serving the old one when nginx refuses the new;
 - acme.py's deploy hook and healthcheck on real certificate files made with cryptography, and its
   decisions (order, renew, drop a name when due, change the key type) with a recording certbot.
 """
@@ -166,8 +166,24 @@ class Answer(BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def watched(tmp_path: Path) -> Iterator[Watched]:
+# The official nginx image is Alpine: busybox's sh and applets. Debian's busybox stands in for them.
+SHELLS = ("dash", "busybox")
+APPLETS = ("cat", "cmp", "cp", "mv", "sleep", "tr")
+
+
+def shell(name: str, tmp_path: Path) -> tuple[list[str], str]:
+    """The command that runs a script with `name`'s sh, and a PATH where its tools come from it too."""
+    if name == "dash":
+        return [tool("dash")], os.environ["PATH"]
+    applets = tmp_path / "applets"
+    applets.mkdir()
+    for applet in APPLETS:
+        (applets / applet).symlink_to(tool("busybox"))
+    return [tool("busybox"), "sh"], f"{applets}:{os.environ['PATH']}"
+
+
+@pytest.fixture(params=SHELLS)
+def watched(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Watched]:
     """nginx under nginx-tls.sh on free ports in front of a stub app, with no certificate from certbot yet."""
     http_port, https_port, health_port, app_port = free_ports(4)
     app = ThreadingHTTPServer(("127.0.0.1", app_port), Answer)
@@ -184,11 +200,12 @@ def watched(tmp_path: Path) -> Iterator[Watched]:
                                       pid=str(tmp_path / "nginx.pid"), temp_dir=str(tmp_path)))
     script = tmp_path / "nginx-tls.sh"
     script.write_text(watcher_script())
+    sh, path = shell(request.param, tmp_path)
     env = {**os.environ, **watcher_env(str(tls_dir)), "BERTH_TLS_SOURCE": str(shared / "live" / "tls.pem"),
-           "BERTH_NGINX_OPTS": f"-p {tmp_path} -c {conf}"}
+           "BERTH_NGINX_OPTS": f"-p {tmp_path} -c {conf}", "PATH": f"{Path(tool('nginx')).parent}:{path}"}
     log = tmp_path / "out.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([tool("dash"), str(script), tool("nginx"), "-p", str(tmp_path), "-c", str(conf),
+        proc = subprocess.Popen([*sh, str(script), tool("nginx"), "-p", str(tmp_path), "-c", str(conf),
                                  "-g", "daemon off;"], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
     watched = Watched(proc, log, https_port, health_port, shared / "live" / "tls.pem")
