@@ -19,7 +19,8 @@ import pytest
 ENGINE = Path(__file__).resolve().parents[1] / "engine"
 sys.path.insert(0, str(ENGINE))
 
-from engine_host import METRICS, client, load_build_module, ping  # noqa: E402
+from engine_host import client, load_build_module, ping  # noqa: E402
+from measured import METRICS  # noqa: E402
 from pebble import Pebble, PebbleMissing, free_port  # noqa: E402
 
 IMAGES = ("nginx", "standin", "certbot")
@@ -64,10 +65,9 @@ def pebble(tmp_path_factory: pytest.TempPathFactory, ports: tuple[int, int]) -> 
 
 
 def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest's hook signature
-    acme = {name: values for name, values in METRICS.items() if name.startswith("acme")}
-    if acme:
+    if METRICS:
         terminalreporter.section("ACME tier measurements")
-        for name, values in acme.items():
+        for name, values in METRICS.items():
             terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
 
 

@@ -24,7 +24,7 @@ import docker
 import pytest
 from applier import Applier, cleanup
 from cryptography import x509
-from engine_host import METRICS
+from measured import METRICS
 from pebble import Pebble
 from probes import Deployment, Load, wait_until
 
