@@ -1,18 +1,21 @@
 """Pebble (Let's Encrypt's test CA) and pebble-challtestsrv (its DNS), run on this machine for the ACME tier.
 
 Pebble listens for ACME on every address (certbot reaches it from its container at the host's
-address) with a listener certificate made here by a throwaway CA; its VA resolves every name
-through challtestsrv, which answers with 127.0.0.1, and validates HTTP-01 on `http_port`: the
-port the stack's nginx publishes on 127.0.0.1. PEBBLE_VA_ALWAYS_VALID is never set, so every
-challenge is really fetched from nginx. Orders are counted from Pebble's own log ("Added order").
+address) with a listener certificate made here by a throwaway CA, and requires external account
+binding. Its VA resolves every name through challtestsrv, which answers with 127.0.0.1, and
+validates HTTP-01 on `http_port`: the port the stack's nginx publishes on 127.0.0.1.
+PEBBLE_VA_ALWAYS_VALID is never set, so every challenge is really fetched from nginx. Orders are
+counted from Pebble's own log ("Added order").
 """
 
 from __future__ import annotations
 
+import base64
 import datetime
 import ipaddress
 import json
 import os
+import secrets
 import shutil
 import socket
 import ssl
@@ -54,6 +57,10 @@ def host_address() -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.connect(("192.0.2.254", 9))  # no packet is sent: this only picks the route's source address
         return str(sock.getsockname()[0])
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
 
 
 def _pem(cert: x509.Certificate) -> str:
@@ -98,6 +105,9 @@ class Pebble:
     dns_port: int = field(default_factory=free_port)
     dns_management_port: int = field(default_factory=free_port)
     listener_ca: str = ""
+    # External account binding is required, as by CAs like ZeroSSL: berth's eab settings are proven too.
+    eab_kid: str = "berth-acme-tier"
+    eab_hmac: str = field(default_factory=lambda: _b64url(secrets.token_bytes(32)))
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     @property
@@ -116,7 +126,8 @@ class Pebble:
             "managementListenAddress": f"127.0.0.1:{self.management_port}",
             "certificate": str(cert), "privateKey": str(key),
             "httpPort": self.http_port, "tlsPort": free_port(),
-            "ocspResponderURL": "", "externalAccountBindingRequired": False,
+            "ocspResponderURL": "", "externalAccountBindingRequired": True,
+            "externalAccountMACKeys": {self.eab_kid: self.eab_hmac},
             "retryAfter": {"authz": 1, "order": 1},
         }}
         (self.directory / "pebble.json").write_text(json.dumps(config))

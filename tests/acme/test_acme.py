@@ -70,6 +70,7 @@ def raw(pebble: Pebble, ports: tuple[int, int], extra_names: tuple[str, ...] = (
                        "routes": [{"path": "/", "app": "web"}]}],
             "tls": {"mode": "letsencrypt", "acme": {
                 "email": "ops@acme.test", "server": pebble.directory_url, "ca_bundle": pebble.listener_ca,
+                "eab": {"key_id": pebble.eab_kid, "hmac_key": pebble.eab_hmac},
                 # Fast probes for the test; the default start_period leaves a real CA two minutes.
                 "healthcheck": {"interval": "1s", "retries": 1, "start_period": "15s"}}},
         },

@@ -471,3 +471,12 @@ def test_a_webroot_nginx_does_not_serve_fails_before_the_ca_is_asked(tmp_path: P
     result = run_acme(tmp_path, "once", **closed)
     assert result.returncode == 1 and "nginx does not serve the webroot" in result.stdout
     assert certbot_calls(tmp_path) == []
+
+
+def test_health_waits_for_every_name_on_the_certificate(tmp_path: Path) -> None:
+    lineage(tmp_path, 90)
+    assert run_acme(tmp_path, "deploy").returncode == 0
+    (tmp_path / "status.json").write_text(json.dumps({"state": "pending", "error": "", "at": 0}))
+    more = run_acme(tmp_path, "health", BERTH_ACME_DOMAINS=",".join([*NAMES, "new.example.test"]))
+    assert more.returncode == 1 and "new.example.test not on the certificate yet (ordering)" in more.stdout
+    assert run_acme(tmp_path, "health").returncode == 0  # a replaced container with nothing to order: healthy

@@ -229,7 +229,7 @@ def run() -> None:
 
 
 def health() -> int:
-    """0 when the last attempt succeeded and nginx has a certificate good for more than WARN_DAYS."""
+    """0 when the last attempt did not fail and nginx has a certificate for every name, good for WARN_DAYS+."""
     try:
         status = json.loads(STATUS.read_text())
     except (OSError, ValueError):
@@ -241,6 +241,10 @@ def health() -> int:
         info = json.loads(SERVED_INFO.read_text())
     except (OSError, ValueError):
         print("no certificate yet" + (" (ordering)" if status["state"] == "pending" else ""))
+        return 1
+    if missing := [name for name in names() if name not in info["names"]]:
+        ordering = " (ordering)" if status["state"] == "pending" else ""
+        print(f"{', '.join(missing)} not on the certificate yet{ordering}")
         return 1
     left = info["not_after"] - time.time()
     if left < WARN_DAYS * 86400:
