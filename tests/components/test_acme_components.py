@@ -102,3 +102,13 @@ def test_provided_uploads_the_chain_and_key_as_secrets(synth_with):
     assert not [r for r in synth.resources if "certbot" in r["name"] or r["type"].startswith("tls:")]
     text = json.dumps(synth.result)
     assert key.splitlines()[1] not in text and cert.splitlines()[1] not in text
+
+
+def test_a_provided_certificate_close_to_its_end_is_warned_about(synth_with, caplog):
+    key = tlsmock.private_key("ECDSA")["privateKeyPem"]
+    cert = tlsmock.self_signed_cert({"privateKeyPem": key, "subject": {"commonName": "example.com"},
+                                     "dnsNames": NAMES.split(","), "validityPeriodHours": 24 * 5})
+    synth_with("prod", "praxifi", overrides={"proxy": {"tls": {"mode": "provided", "acme": None,
+                                                               "certificate": cert, "key": key}}})
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING" and "proxy.tls.certificate" in r.getMessage()]
+    assert "expires on" in warning.getMessage() and "within 14 days: give a renewed one" in warning.getMessage()
