@@ -205,6 +205,7 @@ def test_first_deploy_gets_a_certificate_for_every_name(dep: AcmeDeployment, peb
 def test_forced_renewal_under_load_fails_no_request(dep: AcmeDeployment, pebble: Pebble) -> None:
     old = served_certificate(dep, NAMES[0]).serial_number
     orders = pebble.orders()
+    started = dep.inspect(PROXY)["State"]["StartedAt"]
     load = Load(dep, NAMES[0], "/", get_rate=LOAD_RATE, post_rate=0, threads=12, retry_idle_close=True)
     load.start()
     try:
@@ -234,6 +235,8 @@ def test_forced_renewal_under_load_fails_no_request(dep: AcmeDeployment, pebble:
     assert failed == [], failed[:5]
     assert pebble.orders() == orders + 1
     assert logs(dep, PROXY).count("new certificate from certbot: nginx reloaded") == 2
+    state = dep.inspect(PROXY)["State"]
+    assert (state["StartedAt"], dep.inspect(PROXY)["RestartCount"]) == (started, 0)  # reloaded, never restarted
 
 
 def test_replacing_nginx_and_certbot_orders_nothing(dep: AcmeDeployment, pebble: Pebble) -> None:
