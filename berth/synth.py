@@ -67,6 +67,9 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
         plan_release(settings, lambda name, output: answers.get(name, {}).get(output), own, release_clock())
         mocks = SynthMocks(answers)
         monitor = RecordingMonitor(mocks, reveal)
+        # set_mocks keeps a root Stack made by an earlier synth in this process, with that stack's name
+        # and outputs: each synth needs its own.
+        pulumi.runtime.settings.ROOT.set(None)
         pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor,
                                  logger=_logger(), organization=ORGANIZATION)
         pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})

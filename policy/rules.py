@@ -35,6 +35,7 @@ VOLUME = "docker:index/volume:Volume"
 REMOTE_IMAGE = "docker:index/remoteImage:RemoteImage"
 SELF_SIGNED_CERT = "tls:index/selfSignedCert:SelfSignedCert"
 PROXY_COMPONENT = "berth:proxy:NginxProxy"
+ACME_COMPONENT = "berth:acme:Certbot"
 DATA_COMPONENT_PREFIX = "berth:data:"
 # Environments where the pack blocks an update; anywhere else (dev) it only reports.
 MANDATORY_IN = ("prod", "staging")
@@ -64,8 +65,8 @@ def parent_types(urn: str) -> list[str]:
 
 
 def is_proxy(args: ResourceValidationArgs) -> bool:
-    """A container of berth's proxy component."""
-    return PROXY_COMPONENT in parent_types(args.urn)
+    """nginx: a container right under berth's proxy component (not the certbot beside it)."""
+    return parent_types(args.urn)[-1:] == [PROXY_COMPONENT]
 
 
 def is_data_service(args: ResourceValidationArgs) -> bool:
@@ -151,12 +152,14 @@ def tls_outside_dev(args: StackValidationArgs, report: ReportViolation) -> None:
     environment = environment_of(args)
     if environment == "dev":
         return
+    # With ACME, the self-signed certificate is only what nginx starts on before the first order.
+    acme = any(ACME_COMPONENT in parent_types(resource.urn) for resource in args.resources)
     for resource in args.resources:
-        if resource.resource_type == CONTAINER and PROXY_COMPONENT in parent_types(resource.urn):
+        if resource.resource_type == CONTAINER and parent_types(resource.urn)[-1:] == [PROXY_COMPONENT]:
             internal = {port.get("internal") for port in resource.props.get("ports") or []}
             if 443 not in internal:
                 report(f"{resource.name}: the proxy serves no TLS (port 443) in {environment}", resource.urn)
-        if resource.resource_type == SELF_SIGNED_CERT and environment == "prod":
+        if resource.resource_type == SELF_SIGNED_CERT and environment == "prod" and not acme:
             report(f"{resource.name}: a self-signed certificate in prod; browsers refuse it, use a CA-issued one",
                    resource.urn)
 

@@ -49,3 +49,17 @@ docker_engine() {
   tail -5 /tmp/dockerd.log >&2 || true
   echo "dockerd did not come up; see /tmp/dockerd.log" >&2; exit 1
 }
+
+# Go tools into $(go env GOPATH)/bin (where tests look for them), each unless it is there already.
+go_install() {
+  local go gobin module module_path
+  go=$(command -v go || echo /usr/local/go/bin/go)
+  [ -x "$go" ] || { echo "Go >= 1.25 is needed (on PATH or in /usr/local/go) to install: $*" >&2; exit 1; }
+  gobin=$("$go" env GOPATH)/bin
+  for module in "$@"; do
+    module_path=${module%@*}
+    [ -x "$gobin/${module_path##*/}" ] && continue
+    log "go install $module"
+    "$go" install "$module"
+  done
+}

@@ -18,9 +18,11 @@ from berth.settings.base import (
     Name,
     Port,
     Resources,
+    Secret,
     in_range,
     matching,
 )
+from berth.settings.tls import AcmeSettings
 
 # A leading "*." wildcard is nginx's; a bare "*" or "*foo" is not a server name nginx accepts.
 ServerName = Annotated[str, AfterValidator(matching(
@@ -72,11 +74,31 @@ class Site(BerthModel):
 
 
 class TlsSettings(BerthModel):
-    """How the proxy gets its certificate, and HSTS."""
+    """How the proxy gets its certificate, and HSTS.
 
-    mode: Literal["self-signed", "none"] = "self-signed"
+    self-signed: made by pulumi-tls; letsencrypt: ordered and renewed by certbot with ``acme``;
+    provided: ``certificate`` (the PEM chain, leaf first) and ``key`` given as secret config.
+    """
+
+    mode: Literal["self-signed", "letsencrypt", "provided", "none"] = "self-signed"
     hsts_max_age: Duration = timedelta(days=365)
     hsts_include_subdomains: bool = True
+    acme: AcmeSettings | None = None
+    certificate: Secret | None = None
+    key: Secret | None = None
+
+    @model_validator(mode="after")
+    def _source_given(self) -> TlsSettings:
+        if self.mode == "letsencrypt" and self.acme is None:
+            raise ValueError("acme: tls.mode letsencrypt needs acme (at least acme.email for Let's Encrypt)")
+        if self.mode != "letsencrypt" and self.acme is not None:
+            raise ValueError(f"acme: is only for tls.mode letsencrypt, not {self.mode}")
+        for field in ("certificate", "key"):
+            if self.mode == "provided" and getattr(self, field) is None:
+                raise ValueError(f"{field}: tls.mode provided needs certificate and key (PEM, secret)")
+            if self.mode != "provided" and getattr(self, field) is not None:
+                raise ValueError(f"{field}: is only for tls.mode provided, not {self.mode}")
+        return self
 
 
 class ProxySettings(BerthModel):

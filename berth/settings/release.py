@@ -222,16 +222,17 @@ SERVICE_IMAGES: dict[str, tuple[str, ...]] = {
     "postgres": ("postgres", "image"), "redis": ("redis", "image"), "rabbitmq": ("rabbitmq", "image"),
     "minio": ("minio", "image"), "minio.client": ("minio", "client_image"),
     "elasticsearch": ("elk", "elasticsearch", "image"), "logstash": ("elk", "logstash", "image"),
-    "kibana": ("elk", "kibana", "image"), "proxy": ("proxy", "image"),
+    "kibana": ("elk", "kibana", "image"), "proxy": ("proxy", "image"), "certbot": ("proxy", "tls", "acme", "image"),
 }
 
 
 def service_images(settings: Settings) -> dict[str, str]:
-    """Release key -> image reference of every data service (and setup client) and the proxy the stack runs."""
+    """Release key -> image reference of every data service (and setup client), the proxy and certbot the stack runs."""
     on = {name: settings.service(name) is not None for name in ("postgres", "redis", "rabbitmq", "minio",
                                                                 "elasticsearch", "logstash", "kibana")}
     on["minio.client"] = on["minio"] and bool(settings.minio and settings.minio.buckets)
     on["proxy"] = settings.proxy is not None and settings.proxy.enabled
+    on["certbot"] = on["proxy"] and settings.proxy is not None and settings.proxy.tls.acme is not None
     return {key: _get(settings, SERVICE_IMAGES[key]) for key, running in on.items() if running}
 
 

@@ -25,6 +25,7 @@ from berth.settings.services import (
     RabbitMQSettings,
     RedisSettings,
 )
+from berth.settings.tls import check_tls
 
 Domain = Annotated[str, AfterValidator(matching(
     r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*", "a domain name like example.com"))]
@@ -150,6 +151,11 @@ class Settings(BerthModel):
             raise ValueError("logging.address: driver gelf needs an address, or elk in the stack to send to")
         self._no_cycles()
         check_promotion(self)
+        return self
+
+    @model_validator(mode="after")
+    def _tls_serves_the_names(self) -> Settings:
+        check_tls(self)
         return self
 
     def _no_cycles(self) -> None:

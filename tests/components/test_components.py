@@ -39,7 +39,7 @@ def app_containers(synth) -> dict[str, list[dict[str, Any]]]:
 
 def service_containers(synth) -> list[dict[str, Any]]:
     """The long-running containers of data services (fixed names, not the proxy, apps or jobs)."""
-    workloads = {*synth.settings.enabled_apps, *synth.settings.enabled_jobs, "proxy"}
+    workloads = {*synth.settings.enabled_apps, *synth.settings.enabled_jobs, "proxy", "proxy-certbot"}
     return [r for r in synth.containers if r["parent"] not in workloads and not is_one_shot(r)]
 
 
@@ -312,8 +312,11 @@ def test_envs_with_secrets_are_secret(synthesized):
 def test_secret_files_are_uploaded_as_secrets(synthesized):
     uploads = {(r["name"], u["file"]): u["content"]
                for r in synthesized.containers for u in r["inputs"].get("uploads", [])}
-    assert uploads[("proxy-container", "/etc/nginx/tls/key.pem")] == SECRET
-    assert uploads[("proxy-container", "/etc/nginx/tls/cert.pem")].startswith("-----BEGIN CERTIFICATE-----")
+    if synthesized.settings.proxy.tls.mode == "letsencrypt":  # key + certificate, until certbot's is there
+        assert uploads[("proxy-container", "/etc/nginx/tls/temporary.pem")] == SECRET
+    else:
+        assert uploads[("proxy-container", "/etc/nginx/tls/key.pem")] == SECRET
+        assert uploads[("proxy-container", "/etc/nginx/tls/cert.pem")].startswith("-----BEGIN CERTIFICATE-----")
     assert uploads[("proxy-container", "/etc/nginx/nginx.conf")] != SECRET
     settings = synthesized.settings
     if settings.redis is not None:
@@ -363,6 +366,8 @@ def test_every_volume_is_mounted_by_a_container_of_its_owner(synthesized):
         owners = {parent for parent, name in mounts if name == volume["inputs"]["name"]}
         if volume["parent"] == "volumes":  # shared by apps and jobs
             assert owners and owners <= {*synthesized.settings.enabled_apps, *synthesized.settings.enabled_jobs}
+        elif volume["name"] == "proxy-certbot-shared":  # certbot's webroot and certificate, read by nginx
+            assert owners == {"proxy-certbot", "proxy"}
         else:
             assert owners == {volume["parent"]}, volume["name"]
 
@@ -390,6 +395,11 @@ def test_fixed_names_replace_delete_first(synthesized):
         assert record["options"]["delete_before_replace"] is True, record["name"]
         alias = record["inputs"]["networksAdvanced"][0]["aliases"][0]
         assert record["inputs"]["name"] == synthesized.docker_name(alias)
+    if synthesized.settings.proxy.tls.mode == "letsencrypt":  # one certbot on the account at a time
+        certbot = synthesized.named("proxy-certbot-container")
+        assert certbot["options"]["delete_before_replace"] is True
+        assert certbot["inputs"]["name"] == synthesized.docker_name("certbot")
+        fixed.append(certbot)
     stop_first = {f"{name}-{i}" for name, app in synthesized.settings.enabled_apps.items()
                   if app.update_order == "stop-first" for i in range(app.replicas)}
     for record in synthesized.containers:

@@ -64,7 +64,7 @@ def staging_release() -> dict[str, Any]:
 def test_release_names_every_app_by_exact_digest(staging_release):
     assert set(staging_release) == {"id", "time", "blueprint", "environment", "settings_hash", "apps", "jobs",
                                     "services"}
-    assert sorted(staging_release["services"]) == ["proxy", "redis"]
+    assert sorted(staging_release["services"]) == ["certbot", "proxy", "redis"]  # staging runs letsencrypt: certbot too
     assert (staging_release["blueprint"], staging_release["environment"]) == ("praxifi", "staging")
     assert sorted(staging_release["apps"]) == ["backend", "frontend"]
     for entry in staging_release["apps"].values():
@@ -197,9 +197,9 @@ def test_promote_from_apps_must_be_this_stacks_apps():
 def test_every_refused_app_is_listed_at_once(staging_release):
     source = {**copy.deepcopy(staging_release), "apps": {}}
     assert len(refusal(source).splitlines()) == 2
-    assert len(refusal({**source, "services": {}}).splitlines()) == 4
+    assert len(refusal({**source, "services": {}}).splitlines()) == 5
     assert [line.split(": ")[1] for line in refusal({**source, "services": {}}).splitlines()] == [
-        "apps.backend", "apps.frontend", "services.redis", "services.proxy"]
+        "apps.backend", "apps.frontend", "services.redis", "services.proxy", "services.certbot"]
 
 
 # -- release history and rollback ---------------------------------------------------------------

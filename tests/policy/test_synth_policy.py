@@ -4,9 +4,7 @@ prod is synthesized as it is deployed: promoted from staging (`promote_from: sta
 release from its own synth answering the StackReference), so it runs nothing by tag. dev is checked
 too, although the pack is only advisory there.
 
-One rule cannot pass in prod yet, and is listed in KNOWN_GAPS with the reason: berth's proxy has no
-CA-issued certificate mode (tls.mode is self-signed or none). The test fails if any other violation
-appears, and also when a known gap is gone, so that the list only ever shrinks.
+Every mandatory rule passes for every blueprint in every stack (staging and prod use Let's Encrypt).
 """
 
 from __future__ import annotations
@@ -24,11 +22,6 @@ from policy.rules import mandatory_names
 ROOT = Path(__file__).resolve().parents[2]
 BLUEPRINTS = sorted(path.stem for path in (ROOT / "blueprints").glob("*.yaml"))
 STACKS = ("dev", "staging", "prod")
-# (stack, rule) -> why it fails today; each message of that rule must name the reason's resource.
-KNOWN_GAPS = {
-    ("prod", "berth-tls-outside-dev"): ("proxy-tls-cert", "berth's proxy has tls.mode self-signed or none only: "
-                                        "prod needs a CA-issued certificate mode (ACME) first"),
-}
 
 
 @cache
@@ -45,21 +38,22 @@ def deployed(stack: str, blueprint: str) -> dict[str, Any]:
 def test_every_mandatory_rule_passes(stack, blueprint):
     found = synth_violations(deployed(stack, blueprint), stack)
     mandatory = mandatory_names(stack) or mandatory_names("prod")  # dev: held to the same rules
-    unexpected = {rule: messages for rule, messages in found.items()
-                  if rule in mandatory and (stack, rule) not in KNOWN_GAPS}
-    assert unexpected == {}
-    for (gap_stack, rule), (resource, _why) in KNOWN_GAPS.items():
-        if gap_stack == stack:
-            assert found.get(rule), f"{rule} passes in {stack} now: remove it from KNOWN_GAPS"
-            assert all(message.startswith(f"{resource}:") for message in found[rule])
+    assert {rule: messages for rule, messages in found.items() if rule in mandatory} == {}
+
+
+def test_a_self_signed_certificate_is_caught_in_prod():
+    overrides = {"proxy": {"tls": {"mode": "self-signed", "acme": None}}}
+    found = synth_violations(synth("prod", "praxifi", raw_overrides=overrides), "prod")
+    assert found["berth-tls-outside-dev"] == [
+        "proxy-tls-cert: a self-signed certificate in prod; browsers refuse it, use a CA-issued one"]
 
 
 def test_prod_running_tags_is_caught():
     found = synth_violations(synth("prod", "praxifi"), "prod")
     assert sorted(found["berth-images-pinned-in-prod"]) == sorted(
         f"image {ref} is not pinned by digest in prod: promote it (berth:promote_from) or give repo@sha256:<digest>"
-        for ref in ("ghcr.io/praxifi/aiml-engine:latest", "ghcr.io/praxifi/frontend:latest", "nginx:1.27-alpine",
-                    "redis:7-alpine"))
+        for ref in ("certbot/certbot:v4.0.0", "ghcr.io/praxifi/aiml-engine:latest", "ghcr.io/praxifi/frontend:latest",
+                    "nginx:1.27-alpine", "redis:7-alpine"))
 
 
 def test_unprotected_volumes_in_prod_are_caught():

@@ -82,6 +82,22 @@ def test_blueprint_publishes_only_through_the_tls_proxy(name: str):
     assert settings.proxy.http_redirect is True
 
 
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+@pytest.mark.parametrize("name", NAMES)
+def test_staging_and_prod_use_lets_encrypt_and_dev_stays_self_signed(name: str, env: str):
+    from berth.settings import from_stack_files
+    from berth.settings.tls import LETSENCRYPT, LETSENCRYPT_STAGING, acme_server
+
+    settings = load_settings({**from_stack_files(env), "blueprint": name})
+    assert settings.proxy is not None
+    if env == "dev":
+        assert settings.proxy.tls.mode == "self-signed"
+        return
+    assert settings.proxy.tls.mode == "letsencrypt"
+    assert settings.proxy.tls.acme is not None and settings.proxy.tls.acme.email
+    assert acme_server(settings) == (LETSENCRYPT_STAGING if env == "staging" else LETSENCRYPT)
+
+
 # -- praxifi (seed 000) --------------------------------------------------------------------------
 
 

@@ -143,10 +143,12 @@ def test_blueprint_errors_name_the_merged_path():
     ("staging", {
         "protect_data": False, "domain": "staging.example.com", "environment": "staging", "blueprint": "praxifi",
         "host": {"url": "ssh://deploy@staging.example.com:22", "ssh_opts": SSH_OPTS},
+        "proxy": {"tls": {"mode": "letsencrypt", "acme": {"email": "ops@example.com"}}},
     }),
     ("prod", {
         "protect_data": True, "domain": "example.com", "environment": "prod", "blueprint": "praxifi",
         "host": {"url": "ssh://deploy@prod.example.com:22", "ssh_opts": SSH_OPTS},
+        "proxy": {"tls": {"mode": "letsencrypt", "acme": {"email": "ops@example.com"}}},
     }),
 ])
 def test_from_stack_files(stack, expected):
