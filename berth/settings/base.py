@@ -92,15 +92,9 @@ def _kept(cpus: Decimal) -> bool:
     return Decimal(provider_cpus(nano_cpus(cpus))) == cpus
 
 
-def _cpu_limit(value: float) -> float:
-    rule = cpu_limit_rule(value)
-    if rule:
-        raise ValueError(rule)
-    return value
-
-
-CpuLimit = Annotated[Cpus, AfterValidator(_cpu_limit)]
 Memory = Annotated[int, BeforeValidator(parse_bytes), AfterValidator(_docker_memory)]
+
+
 def _non_blank_secret(value: SecretStr) -> SecretStr:
     # An empty requirepass switches Redis authentication off; no service should get a blank secret.
     if not value.get_secret_value().strip():
@@ -151,32 +145,21 @@ class Cadence(BerthModel):
 
 
 class ResourceAmounts(BerthModel):
-    """CPUs and memory, as a limit or a reservation."""
+    """CPUs and memory, as a limit or a reservation; memory_swap (a limit only) is memory plus swap."""
 
     cpus: Cpus | None = None
     memory: Memory | None = None
-
-
-class Limits(ResourceAmounts):
-    """Limits, with memory_swap: memory plus swap (docker's --memory-swap), twice memory unless given.
-
-    A CPU limit must be one the provider reads back unchanged (see `cpu_limit_rule`).
-    """
-
-    cpus: CpuLimit | None = None
+    # docker's --memory-swap; berth writes twice the memory unless it is given (what docker fills in)
     memory_swap: Memory | None = None
-
-    @model_validator(mode="after")
-    def _swap_covers_memory(self) -> Limits:
-        if self.memory_swap is not None and (self.memory is None or self.memory_swap < self.memory):
-            raise ValueError("memory_swap: is memory plus swap, so it needs memory set and at least as large")
-        return self
 
 
 class Resources(BerthModel):
-    """CPU and memory limits and reservations, as in compose's deploy.resources."""
+    """CPU and memory limits and reservations, as in compose's deploy.resources.
 
-    limits: Limits = Limits()
+    A CPU limit must be one the docker provider reads back unchanged (see `cpu_limit_rule`).
+    """
+
+    limits: ResourceAmounts = ResourceAmounts()
     reservations: ResourceAmounts = ResourceAmounts()
 
     @model_validator(mode="after")
@@ -185,4 +168,16 @@ class Resources(BerthModel):
             limit, reserved = getattr(self.limits, field), getattr(self.reservations, field)
             if limit is not None and reserved is not None and reserved > limit:
                 raise ValueError(f"reservations.{field} ({reserved}) is above limits.{field} ({limit})")
+        return self
+
+    @model_validator(mode="after")
+    def _docker_keeps_the_limits(self) -> Resources:
+        limits = self.limits
+        rule = cpu_limit_rule(limits.cpus) if limits.cpus is not None else None
+        if rule:
+            raise ValueError(f"limits.cpus: {rule}")
+        if self.reservations.memory_swap is not None:
+            raise ValueError("reservations.memory_swap: swap is a limit; set limits.memory_swap")
+        if limits.memory_swap is not None and (limits.memory is None or limits.memory_swap < limits.memory):
+            raise ValueError("limits.memory_swap: is memory plus swap, so it needs limits.memory and at least as much")
         return self

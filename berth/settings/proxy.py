@@ -14,9 +14,9 @@ from berth.settings.base import (
     Cadence,
     Duration,
     ImageRef,
-    Limits,
     Name,
     Port,
+    ResourceAmounts,
     Resources,
     Secret,
     in_range,
@@ -120,7 +120,7 @@ class ProxySettings(BerthModel):
     client_max_body_size: ByteSize = 10 * 1024 * 1024
     sites: list[Site] = []
     healthcheck: Cadence = Cadence(interval=timedelta(seconds=5), start_period=timedelta(seconds=10))
-    resources: Resources = Resources(limits=Limits(memory=PROXY_MEMORY))
+    resources: Resources = Resources(limits=ResourceAmounts(memory=PROXY_MEMORY))
 
     @model_validator(mode="after")
     def _consistent(self) -> ProxySettings:
