@@ -74,7 +74,7 @@ def test_host_rejects(assert_config_error, host, rule):
 @pytest.mark.parametrize(("path", "value", "rule"), [
     ("apps.backend.port", 70000, "70000 is not in 1..65535"),
     ("apps.backend.port", 0, "0 is not in 1..65535"),
-    ("apps.backend.port", "8000", '"8000" should be a valid integer'),
+    ("apps.backend.port", "80.5", '"80.5" should be a valid integer'),
     ("apps.backend.port", True, "true should be a valid integer"),
     ("apps.backend.extra_ports[0]", 65536, "65536 is not in 1..65535"),
     ("proxy.http_port", 0, "0 is not in 1..65535"),
@@ -232,9 +232,12 @@ def test_secret_reference_must_resolve(assert_config_error):
     assert "'postgres.databases.shop.url'" in str(error)
 
 
-def test_secret_reference_to_a_disabled_service(assert_config_error):
-    assert_config_error("apps.backend.secrets.REDIS_URL", "'redis.url' is not one of [",
-                        {"redis.enabled": False})
+def test_secret_reference_to_a_disabled_service(raw_config):
+    # Every problem is reported: the secret and the dependency on the switched-off service.
+    with pytest.raises(ConfigError) as caught:
+        load_settings(raw_config({"redis.enabled": False}))
+    assert [(path, rule.split(" is not one of ")[0]) for path, rule in caught.value.problems] == [
+        ("apps.backend.secrets.REDIS_URL", "'redis.url'"), ("apps.backend.depends_on", "'redis'")]
 
 
 def test_secret_refs_cover_every_service(valid):
@@ -307,7 +310,8 @@ def test_rate_format(valid, assert_config_error, rate, ok):
 
 def test_http_redirect_needs_tls(assert_config_error, valid):
     assert_config_error("proxy", "http_redirect needs tls.mode other than none", {"proxy.tls": {"mode": "none"}})
-    assert valid({"proxy.tls": {"mode": "none"}, "proxy.http_redirect": False}).proxy.tls.mode == "none"
+    assert valid({"proxy.tls": {"mode": "none"}, "proxy.http_redirect": False, "environment": "dev"}
+                 ).proxy.tls.mode == "none"
 
 
 def test_server_name_in_two_sites(assert_config_error):
@@ -435,15 +439,14 @@ def test_image_override_keys_are_image_refs(assert_config_error):
 
 
 @pytest.mark.parametrize(("path", "value"), [
-    ("redis.password", 48213957701),
     ("redis.password", ["hunter2-in-a-list"]),
     ("postgres.password", 3.14159265),
     ("postgres.databases.shop.password", {"v": "pg-secret-in-a-dict"}),
-    ("rabbitmq.users.worker.password", 918273645),
-    ("secrets.api-key.value", 123456789),
+    ("rabbitmq.users.worker.password", [918273645]),
+    ("secrets.api-key.value", 1234567.5),
     ("secrets.api-key", "plain-api-key-string"),
-    ("registries[0].password", 77777777),
-    ("elk.elastic_password", 5550123),
+    ("registries[0].password", {"v": 77777777}),
+    ("elk.elastic_password", [5550123]),
 ], ids=lambda v: str(v))
 def test_secret_values_are_never_echoed(raw_config, path, value):
     with pytest.raises(ConfigError) as caught:
@@ -454,9 +457,16 @@ def test_secret_values_are_never_echoed(raw_config, path, value):
     assert str(shown) not in text
 
 
+def test_an_integer_secret_reads_as_its_digits(valid):
+    # `pulumi config set --path berth:redis.password 48213957701` stores a YAML integer (pulumi/pulumi#18285).
+    redis = valid({"redis.password": 48213957701}).redis
+    assert redis is not None and redis.password is not None
+    assert redis.password.get_secret_value() == "48213957701"
+
+
 def test_host_tls_material_is_never_echoed(raw_config):
     with pytest.raises(ConfigError) as caught:
-        load_settings(raw_config({"host": {"url": "tcp://h:2376", "ca": "A", "cert": "C", "key": 99999}}))
+        load_settings(raw_config({"host": {"url": "tcp://h:2376", "ca": "A", "cert": "C", "key": [99999]}}))
     assert str(caught.value) == "berth:host.key: the given value should be a valid string"
 
 
@@ -476,8 +486,8 @@ def test_several_problems_are_one_line_each(raw_config):
 
 
 @pytest.mark.parametrize(("changes", "line"), [
-    ({"apps.backend.bad\nkey": 1}, "berth:apps.backend.bad\\nkey: unknown key; expected one of: "),
-    ({"apps.backend.env": {"A\nB": "x"}}, "berth:apps.backend.env.A\\nB: 'A\\nB' is not an environment variable name"),
+    ({"apps.backend.bad\nkey": 1}, "berth:apps.backend.bad\\nkey: the key holds a control character"),
+    ({"apps.backend.env": {"A\nB": "x"}}, "berth:apps.backend.env.A\\nB: the key holds a control character"),
 ], ids=["unknown-key", "env-name"])
 def test_a_key_with_a_line_break_stays_on_one_line(raw_config, changes, line):
     with pytest.raises(ConfigError) as caught:
