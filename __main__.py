@@ -3,7 +3,7 @@
 import pulumi
 
 from berth.errors import ConfigError
-from berth.settings import from_pulumi_config, load_settings
+from berth.settings import from_pulumi_config, insecure_warnings, load_settings
 from components.stack import Stack
 
 try:
@@ -11,6 +11,8 @@ try:
 except ConfigError as error:
     # RunError ends the program with this message alone: one line per problem, no traceback.
     raise pulumi.RunError(str(error)) from None
+for warning in insecure_warnings(settings):
+    pulumi.log.warn(warning)
 
 stack = Stack(f"{settings.name}-{settings.environment}", settings)
 

@@ -14,6 +14,7 @@ import json
 import runpy
 import secrets
 import string
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from berth.settings import deep_merge, from_stack_files, load_settings
+from berth.settings import RawConfig, deep_merge, from_stack_files, insecure_warnings, load_settings
 from berth.settings.loader import PROJECT_ROOT
 
 SECRET = "[secret]"
@@ -38,14 +39,21 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
 
     ``raw_overrides`` is deep-merged over the stack file's config, as `pulumi config set` would be.
     """
-    raw = deep_merge(from_stack_files(stack), raw_overrides or {})
+    files = from_stack_files(stack)
+    raw = RawConfig(deep_merge(files, raw_overrides or {}), files.secure, stack)
     if blueprint:
         raw["blueprint"] = blueprint
     settings = load_settings(raw)
+    for warning in insecure_warnings(settings):
+        print(f"warning: {warning}", file=sys.stderr)
     mocks = SynthMocks()
     monitor = RecordingMonitor(mocks, reveal)
     pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor)
-    pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})
+    # As the engine hands config to the program: every top-level value a string (objects as JSON),
+    # and the keys that held a `secure:` value marked secret. __main__.py reads it back with
+    # from_pulumi_config(), through the same reading as the stack file above.
+    pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()},
+                                  [f"berth:{key}" for key in sorted(raw.secure)])
     _sync_await(run_pulumi_func(_run_program))
     return {
         "stack": stack,
