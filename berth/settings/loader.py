@@ -73,6 +73,11 @@ def load_settings(raw: dict[str, Any], blueprint: str | None = None, stack: str 
         problems.append(("", "the config is nested too deeply to validate"))
     if settings is None or problems:
         raise ConfigError(_distinct(problems))
+    from berth.plan.containers import image_name_collisions  # plan names resources; it imports settings
+
+    collisions = image_name_collisions(settings)
+    if collisions:
+        raise ConfigError(collisions)
     if isinstance(raw, RawConfig):
         plain = [path for path in given_secrets if path.split(".", 1)[0].split("[", 1)[0] not in raw.secure]
         stack = stack or raw.stack

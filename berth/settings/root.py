@@ -156,6 +156,14 @@ class Settings(BerthModel):
                 found.append(("proxy.sites", f"server name {name!r} is {host!r} with domain {self.domain!r}, "
                                              "longer than DNS allows (63 per label, 253 in all)"))
             seen.setdefault(host, name)
+        # The self-signed certificate's subject CN is the first name served (or the domain), and X.509
+        # caps a CN at 64 characters (RFC 5280 ub-common-name); pulumi-tls would fail mid-deploy.
+        named = [(f"proxy.sites[{i}].server_names[{j}]", n.replace("{domain}", self.domain))
+                 for i, site in enumerate(proxy.sites) for j, n in enumerate(site.server_names) if n != "_"]
+        where, common_name = named[0] if named else ("domain", self.domain)
+        if proxy.tls.mode == "self-signed" and len(common_name) > 64:
+            found.append((where, f"{common_name!r} is longer than 64 characters, the most a certificate's subject "
+                                 "name (CN) may hold; put a shorter name first"))
         return found
 
     def _no_cycles(self) -> list[tuple[str, str]]:

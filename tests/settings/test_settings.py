@@ -540,7 +540,7 @@ def test_blank_secrets_are_refused(assert_config_error, path, blank):
     ("postgres.databases.shop.owner", {"postgres.databases.shop.owner": "pg_monitor"},
      "'pg_monitor' starts with pg_, which PostgreSQL reserves"),
     ("postgres.databases.pg_stats.owner", {"postgres.databases.pg_stats": {}},
-     "the default owner 'pg_stats' starts with pg_"),
+     "the default owner 'pg_stats' is a role name PostgreSQL reserves"),
     ("rabbitmq.vhosts", {"rabbitmq.vhosts": [], "rabbitmq.users": {}, "rabbitmq.queues": []},
      "List should have at least 1 item"),
     ("rabbitmq.users.worker.vhosts", {"rabbitmq.users.worker.vhosts": []}, "List should have at least 1 item"),
