@@ -30,12 +30,17 @@ def parse_duration(value: object) -> timedelta:
         parts = _DURATION_PART.findall(text)
         if parts and "".join(n + u for n, u in parts) == text:
             return _bounded_duration(sum(Decimal(n) * _UNIT_MS[u] for n, u in parts), value)
-    raise ValueError(f"{value!r} is not a duration like 30s, 1m30s or 500ms")
+    raise ValueError(f"{_shown(value)} is not a duration like 30s, 1m30s or 500ms")
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _bounded_duration(milliseconds: Decimal, given: object) -> timedelta:
     if milliseconds > Decimal(MAX_DURATION // timedelta(microseconds=1)) / 1000:
-        raise ValueError(f"{given!r} is longer than the longest duration Docker holds (about 292 years)")
+        raise ValueError(f"{_shown(given)} is longer than the longest duration Docker holds (about 292 years)")
     return timedelta(microseconds=int(milliseconds * 1000))
 
 
@@ -71,9 +76,9 @@ def parse_bytes(value: object) -> int:
             number, unit = match.groups()
             size = int(Decimal(number) * _BYTE_UNIT[unit.lower()])
     if size is None:
-        raise ValueError(f"{value!r} is not a size like 512m, 4g or 2GiB")
+        raise ValueError(f"{_shown(value)} is not a size like 512m, 4g or 2GiB")
     if size > MAX_BYTES:
-        raise ValueError(f"{value!r} is larger than the largest size Docker holds (2^63-1 bytes)")
+        raise ValueError(f"{_shown(value)} is larger than the largest size Docker holds (2^63-1 bytes)")
     return size
 
 

@@ -61,7 +61,7 @@ def insecure_choices(settings: Settings, stack: str | None, plain_secrets: list[
                             "reason it is safe here", opt_out))
 
     if stack is not None and stack != env and {stack, env} & set(GUARDED):
-        add("environment", f"stack {stack!r} says environment {env!r}: its docker names would be {env}'s",
+        add("environment", f"environment {env!r} in stack {stack!r} (its docker names would be {env}'s)",
             "stack_environment_mismatch")
     host = settings.host
     if host.url.startswith("tcp://") and host.ca is None:

@@ -191,7 +191,8 @@ def _namespaced(values: dict[Any, Any], source: str) -> dict[str, Any]:
         else:
             shown = repr(key).replace("\n", " ")[:80]
             tail = name or namespace if isinstance(key, str) else ""
-            hint = f" (did you mean '{NAMESPACE}:{tail}'?)" if tail and ":" not in tail else ""
+            hint = (f" (did you mean '{NAMESPACE}:{tail}'?)" if tail and ":" not in tail and tail != NAMESPACE
+                    else "")
             problems.append(("", f"{source}: config key {shown} is not berth's ({NAMESPACE}:<key>) or Pulumi's "
                                  f"(pulumi:<key>){hint}"))
     if problems:

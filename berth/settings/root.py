@@ -184,7 +184,9 @@ class Settings(BerthModel):
                     continue
                 dep = todo[-1].pop(0)
                 if state.get(dep) == 1:
-                    cycle = " -> ".join((*path[path.index(dep):], dep))
+                    ring = path[path.index(dep):]
+                    shown = ring if len(ring) <= 8 else [*ring[:3], f"... ({len(ring) - 6} more)", *ring[-3:]]
+                    cycle = " -> ".join((*shown, dep))
                     return [(f"{kinds[dep]}.{dep}.depends_on", f"{cycle} is a cycle")]
                 if dep in graph and not state.get(dep):
                     state[dep] = 1

@@ -49,7 +49,7 @@ class _Loader(yaml.SafeLoader):
         seen: set[Any] = set()
         for key_node, _ in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
-                raise YamlError(f"merge keys (<<) are not supported (line {key_node.start_mark.line + 1})")
+                continue  # go-yaml merges <<: *anchor too; explicit keys override merged ones
             key = self.construct_object(key_node, deep=True)
             try:
                 duplicate = key in seen
@@ -87,6 +87,7 @@ _CORE = [
     ("tag:yaml.org,2002:float",
      r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.nan|\.NaN|\.NAN",
      list("-+.0123456789")),
+    ("tag:yaml.org,2002:merge", r"<<", ["<"]),
 ]
 for _tag, _pattern, _first in _CORE:
     _Loader.add_implicit_resolver(_tag, re.compile(rf"^(?:{_pattern})$"), _first)
@@ -119,7 +120,10 @@ def load(data: bytes) -> Any:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         raise YamlError(f"is not UTF-8 text (byte {error.start})") from None
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.YAMLError as error:
+        raise YamlError(" ".join(str(error).split())) from None
     try:
         node = loader.get_single_node()
         if node is None:
