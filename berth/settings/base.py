@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
+from berth.settings.reading import MultiLine
 from berth.units import parse_bytes, parse_duration
 
 
@@ -77,6 +78,20 @@ def _non_blank_secret(value: SecretStr) -> SecretStr:
 
 Secret = Annotated[SecretStr, BeforeValidator(lambda v: SecretStr(v) if isinstance(v, str) else v),
                    AfterValidator(_non_blank_secret)]
+
+_PEM = re.compile(r"\s*(-----BEGIN ([A-Z0-9 ]{1,40})-----\r?\n(?:[A-Za-z0-9+/=:, -]{0,128}\r?\n){1,2000}"
+                  r"-----END \2-----\s*)+", re.ASCII)
+
+
+def _pem(value: SecretStr) -> SecretStr:
+    if not _PEM.fullmatch(value.get_secret_value()):
+        raise ValueError("is not PEM text (-----BEGIN ...----- base64 lines -----END ...-----)")
+    return value
+
+
+# Certificates and keys: multi-line PEM text, secret end to end (berth.settings.reading.MultiLine).
+Pem = Annotated[SecretStr, BeforeValidator(lambda v: SecretStr(v) if isinstance(v, str) else v), MultiLine(),
+                AfterValidator(_pem)]
 
 # A service name is also its DNS alias on the stack's networks.
 Name = Annotated[str, AfterValidator(matching(r"[a-z](?:[a-z0-9-]{0,39}[a-z0-9])?",

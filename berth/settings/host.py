@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from berth.settings import grammar
-from berth.settings.base import BerthModel, ByteSize, ImageRef, Secret, in_range
+from berth.settings.base import BerthModel, ByteSize, ImageRef, Pem, Secret, in_range
 
 # ssh options that run a command on the operator's machine: a stack file must not carry them.
 _COMMAND_OPTIONS = re.compile(r"(?:^|-o\s*)(proxycommand|localcommand|permitlocalcommand|knownhostscommand)\b",
@@ -62,9 +62,9 @@ class HostSettings(BerthModel):
 
     url: HostUrl = "unix:///var/run/docker.sock"
     ssh_opts: Annotated[list[str], AfterValidator(_ssh_opts)] = []
-    ca: Secret | None = None
-    cert: Secret | None = None
-    key: Secret | None = None
+    ca: Pem | None = None
+    cert: Pem | None = None
+    key: Pem | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> HostSettings:

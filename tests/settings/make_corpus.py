@@ -54,6 +54,7 @@ BASE: dict[str, Any] = {
 PROD = {"environment": "prod", "protect_data": True, "registries": [
     {"address": "ghcr.io", "username": "bot", "password": {"secure": "v1:AAAAfakeciphertext"}}]}
 DELETE = object()
+PEM = "-----BEGIN CERTIFICATE-----\nbWF0ZXJpYWw=\n-----END CERTIFICATE-----\n"
 _STEP = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 
 
@@ -190,11 +191,11 @@ CASES: list[tuple[str, str, Any]] = [
     ("host-ssh-unicode-host", "berth:host.url", {"host.url": "ssh://deploy@dockér.example.com"}),
     ("host-ssh-label-too-long", "berth:host.url", {"host.url": "ssh://deploy@" + "a" * 64 + ".example.com"}),
     ("host-ssh-path", "berth:host.url", {"host.url": "ssh://deploy@docker.example.com/var/run"}),
-    ("host-tcp-bare", "berth:host.url", {"host": {"url": "tcp://", "ca": "CA"}}),
-    ("host-tcp-no-port", "berth:host.url", {"host": {"url": "tcp://docker.example.com", "ca": "CA"}}),
-    ("host-tcp-bad-ipv4", "berth:host.url", {"host": {"url": "tcp://999.0.0.1:2376", "ca": "CA"}}),
-    ("host-tcp-unicode-ip", "berth:host.url", {"host": {"url": "tcp://١٢٧.0.0.1:2376", "ca": "CA"}}),
-    ("host-tcp-bad-ipv6", "berth:host.url", {"host": {"url": "tcp://[fe80::zz]:2376", "ca": "CA"}}),
+    ("host-tcp-bare", "berth:host.url", {"host": {"url": "tcp://", "ca": PEM}}),
+    ("host-tcp-no-port", "berth:host.url", {"host": {"url": "tcp://docker.example.com", "ca": PEM}}),
+    ("host-tcp-bad-ipv4", "berth:host.url", {"host": {"url": "tcp://999.0.0.1:2376", "ca": PEM}}),
+    ("host-tcp-unicode-ip", "berth:host.url", {"host": {"url": "tcp://١٢٧.0.0.1:2376", "ca": PEM}}),
+    ("host-tcp-bad-ipv6", "berth:host.url", {"host": {"url": "tcp://[fe80::zz]:2376", "ca": PEM}}),
     ("host-http-scheme", "berth:host.url", {"host": {"url": "http://docker.example.com:2375"}}),
     ("host-no-scheme", "berth:host.url", {"host": {"url": "docker.example.com"}}),
     ("host-url-newline", "berth:host.url", {"host.url": "ssh://deploy@docker.example.com\n-oProxyCommand=x"}),
@@ -203,11 +204,14 @@ CASES: list[tuple[str, str, Any]] = [
     ("host-ssh-opts-localcommand", "berth:host.ssh_opts", {"host.ssh_opts": ["-oLocalCommand=touch /tmp/x"]}),
     ("host-ssh-opts-space-trick", "berth:host.ssh_opts", {"host.ssh_opts": ["-o ProxyCommand=id"]}),
     ("host-ssh-opts-on-unix", "berth:host", {"host": {"url": "unix:///var/run/docker.sock", "ssh_opts": ["-v"]}}),
-    ("host-tls-on-ssh", "berth:host", {"host.ca": "CA-PEM"}),
+    ("host-tls-on-ssh", "berth:host", {"host.ca": PEM}),
+    ("host-ca-not-pem", "berth:host.ca", {"host": {"url": "tcp://docker.example.com:2376", "ca": "CA"}}),
+    ("host-key-nul", "berth:host.key", {"host": {"url": "tcp://d.example.com:2376", "ca": PEM, "cert": PEM,
+                                                 "key": PEM + "\x00"}}),
     ("host-tcp-cert-without-ca", "berth:host",
-     {"host": {"url": "tcp://docker.example.com:2376", "cert": "C", "key": "K"}}),
+     {"host": {"url": "tcp://docker.example.com:2376", "cert": PEM, "key": PEM}}),
     ("host-tcp-cert-without-key", "berth:host",
-     {"host": {"url": "tcp://docker.example.com:2376", "ca": "A", "cert": "C"}}),
+     {"host": {"url": "tcp://docker.example.com:2376", "ca": PEM, "cert": PEM}}),
     # -- ASCII-only grammars and addresses ------------------------------------------------------
     ("bind-999", "berth:proxy.bind", {"proxy.bind": "999.0.0.1"}),
     ("bind-arabic-digits", "berth:proxy.bind", {"proxy.bind": "١٢٧.٠.٠.١"}),

@@ -11,7 +11,12 @@ from berth.settings import load_settings
 
 GiB = 1024**3
 MiB = 1024**2
-TLS = {"ca": "CA-PEM", "cert": "CERT-PEM", "key": "KEY-PEM"}
+def pem(kind: str, body: str = "bWF0ZXJpYWw=") -> str:
+    return f"-----BEGIN {kind}-----\n{body}\n-----END {kind}-----\n"
+
+
+CA, CERT, KEY = pem("CERTIFICATE"), pem("CERTIFICATE", "Y2VydA=="), pem("EC PRIVATE KEY")
+TLS = {"ca": CA, "cert": CERT, "key": KEY}
 
 
 def test_the_baseline_is_valid_and_typed(valid):
@@ -42,7 +47,7 @@ def test_settings_are_frozen(valid):
     {"url": "ssh://deploy@prod.example.com:22", "ssh_opts": ["-o", "StrictHostKeyChecking=yes"]},
     {"url": "ssh://deploy@prod.example.com"},
     {"url": "tcp://docker.example.com:2376", **TLS},
-    {"url": "tcp://docker.example.com:2376", "ca": "CA-PEM"},
+    {"url": "tcp://docker.example.com:2376", "ca": CA},
 ], ids=["unix", "ssh-opts", "ssh", "tcp-mutual-tls", "tcp-ca-only"])
 def test_host_accepts(valid, host):
     settings = valid({"host": host})
@@ -75,7 +80,7 @@ def test_host_url_grammar(assert_config_error, url, rule):
 
 @pytest.mark.parametrize("url", ["ssh://deploy@[2001:db8::1]:22", "tcp://10.0.0.1:2376", "ssh://deploy@h", "unix:///run/d.sock"])
 def test_host_urls_accepted(valid, url):
-    tls = {"ca": "CA-PEM"} if url.startswith("tcp") else {}
+    tls = {"ca": CA} if url.startswith("tcp") else {}
     assert valid({"host": {"url": url, **tls}}).host.url == url
 
 
@@ -83,10 +88,10 @@ def test_host_urls_accepted(valid, url):
     ({"url": "unix:///var/run/docker.sock", "ssh_opts": ["-v"]}, "ssh_opts is only for an ssh:// url"),
     ({"url": "tcp://docker.example.com:2376", "ssh_opts": ["-v"]}, "ssh_opts is only for an ssh:// url"),
     ({"url": "ssh://deploy@prod.example.com", **TLS}, "ca, cert, key is only for a tcp:// url"),
-    ({"url": "tcp://docker.example.com:2376", "cert": "C", "key": "K"},
+    ({"url": "tcp://docker.example.com:2376", "cert": CERT, "key": KEY},
      "cert and key need ca too, or the server's certificate goes unverified"),
-    ({"url": "tcp://docker.example.com:2376", "ca": "A", "cert": "C"}, "cert and key must be given together"),
-    ({"url": "tcp://docker.example.com:2376", "ca": "A", "key": "K"}, "cert and key must be given together"),
+    ({"url": "tcp://docker.example.com:2376", "ca": CA, "cert": CERT}, "cert and key must be given together"),
+    ({"url": "tcp://docker.example.com:2376", "ca": CA, "key": KEY}, "cert and key must be given together"),
 ], ids=["unix-ssh-opts", "tcp-ssh-opts", "ssh-tls", "no-ca", "no-key",
         "no-cert"])
 def test_host_rejects(assert_config_error, host, rule):
@@ -492,7 +497,7 @@ def test_an_integer_secret_reads_as_its_digits(valid):
 
 def test_host_tls_material_is_never_echoed(raw_config):
     with pytest.raises(ConfigError) as caught:
-        load_settings(raw_config({"host": {"url": "tcp://h:2376", "ca": "A", "cert": "C", "key": [99999]}}))
+        load_settings(raw_config({"host": {"url": "tcp://h:2376", "ca": CA, "cert": CERT, "key": [99999]}}))
     assert str(caught.value) == "berth:host.key: the given value should be a valid string"
 
 
