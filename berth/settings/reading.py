@@ -8,7 +8,9 @@ value against the settings model's own field types, so all of these give the sam
 - a string for a bool field: exactly ``"true"`` or ``"false"``;
 - a string for an int field: a decimal integer (``"8080"``); for a float field: a decimal number;
 - a string for an object or list field: JSON, as the engine passes it;
-- a bool or int for a text field (what ``--path`` writes for ``PORT=8080``): its text.
+- a bool or int for a text field (what ``--path`` writes for ``PORT=8080``): its text;
+- ``null`` (or the engine's text for it, ``"null"``, in a field that is not text): no value, and at
+  the top level an unset key.
 
 It also refuses what no field may hold, with the path: control characters in any text (a newline in
 a password would start a new directive in redis.conf; a NUL truncates it in C), keys that are not
@@ -74,6 +76,8 @@ class Reader:
                 self.given_secrets.append(path_text(loc))
             return str(value) if _text_only(kinds) else value
         if isinstance(value, float):
+            if len(loc) == 1 and _text_only(kinds):
+                return json.dumps(value)  # the engine hands a top-level number to the program as its text
             if not math.isfinite(value):
                 self._problem(loc, f"{value} is not a finite number")
             return value
@@ -97,6 +101,8 @@ class Reader:
             self.given_secrets.append(path_text(loc))
         if _text_only(kinds) or "text" in kinds or "secret" in kinds:
             return value
+        if value == "null":  # the engine's text for a null the stack file holds
+            return None
         if "bool" in kinds and value in ("true", "false"):
             return value == "true"
         if "int" in kinds and _INT.fullmatch(value):
@@ -128,7 +134,11 @@ class Reader:
                 target: Any = Any if field is None else _field_annotation(field)
             else:
                 target = typing.get_args(mapping)[1] if mapping is not None else Any
-            out[key] = self.read(target, entry, (*loc, key))
+            if not loc and entry == "null":
+                continue  # the engine's text for a top-level null
+            read = self.read(target, entry, (*loc, key))
+            if read is not None or loc:
+                out[key] = read  # a top-level null is an unset key, as the engine passes no value for it
         return out
 
     def _problem(self, loc: tuple[object, ...], rule: str) -> None:
