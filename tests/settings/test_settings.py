@@ -212,7 +212,7 @@ def test_healthcheck_http_must_be_a_path(assert_config_error):
 
 @pytest.mark.parametrize(("path", "value", "rule"), [
     ("environment", "Prod", "'Prod' is not a name of a-z, 0-9 and '-' starting with a letter"),
-    ("environment", None, "null should be a valid string"),
+    ("environment", None, "is required"),
     ("domain", "Example.COM", "'Example.COM' is not a domain name like example.com"),
     ("apps.backend.user", "root user", "'root user' is not user[:group]"),
     ("apps.backend.volumes.uploads", "app/uploads", "'app/uploads' is not an absolute path of letters, digits and ._@%+=~,/-"),
