@@ -233,7 +233,7 @@ def _distinct(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
 def _problems(error: ValidationError) -> list[tuple[str, str]]:
     problems: dict[str, str] = {}
     for item in error.errors():
-        loc = [part for part in item["loc"] if not _is_type_tag(part)]
+        loc = _without_type_tags(item["loc"])
         found = (item.get("ctx") or {}).get("error")
         rules = found.problems if isinstance(found, Problems) else [("", _rule(item, loc))]
         for sub, rule in rules:
@@ -246,6 +246,30 @@ def _problems(error: ValidationError) -> list[tuple[str, str]]:
                 path, rule = match.group(1), match.group(2)
             problems.setdefault(path, rule)
     return list(problems.items())
+
+
+def _without_type_tags(loc: Sequence[object]) -> list[object]:
+    """The config path of an error: the union member tags pydantic puts in ``loc`` left out.
+
+    A tag only follows a union field (``list[str] | str``), so the walk follows the models' types and
+    drops a tag only there; a key the user wrote (``env: {"list[str]": ...}``) is never taken for one.
+    """
+    path: list[object] = []
+    annotation: Any = Settings
+    for part in loc:
+        if part == "[key]" or (_is_union(annotation) and _is_type_tag(part)):
+            continue  # "[key]": pydantic's mark of an error in a mapping's key, named by the path already
+        path.append(part)
+        annotation = _step(annotation, part) if annotation is not None else None
+    return path
+
+
+def _is_union(annotation: Any) -> bool:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = annotation.__origin__
+    if not (isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union):
+        return False
+    return len([arg for arg in typing.get_args(annotation) if arg is not type(None)]) > 1
 
 
 def _is_type_tag(part: object) -> bool:
