@@ -29,7 +29,7 @@ def parse_duration(value: object) -> timedelta:
         text = value.strip()
         parts = _DURATION_PART.findall(text)
         if parts and "".join(n + u for n, u in parts) == text:
-            return _bounded_duration(sum(Decimal(n) * _UNIT_MS[u] for n, u in parts), value)
+            return _bounded_duration(sum((Decimal(n) * _UNIT_MS[u] for n, u in parts), Decimal(0)), value)
     raise ValueError(f"{_shown(value)} is not a duration like 30s, 1m30s or 500ms")
 
 

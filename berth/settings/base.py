@@ -32,7 +32,7 @@ def in_range(low: int, high: int):
 def matching(pattern: str, rule: str):
     """A validator that requires a full regex match, with the rule in the message.
 
-    ASCII only: without re.ASCII, ``\\d``, ``\\w`` and ``\\s`` match other scripts' digits,
+    ASCII only: without re.ASCII, the classes d, w and s match other scripts' digits,
     letters and spaces too, which none of the programs berth writes for reads the same way.
     """
     compiled = re.compile(pattern, re.ASCII)
@@ -175,8 +175,8 @@ class Resources(BerthModel):
 # and the mount flags.
 _TMPFS_FLAGS = ("rw", "ro", "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "diratime",
                 "nodiratime", "relatime", "norelatime", "strictatime", "nostrictatime")
-_TMPFS_OPTION = re.compile(r"size=[0-9]{1,15}[kmg]?|mode=[0-7]{3,4}|uid=[0-9]{1,10}|gid=[0-9]{1,10}|nr_inodes=[0-9]{1,15}[kmg]?",
-                           re.ASCII)
+_TMPFS_OPTION = re.compile(r"size=[0-9]{1,15}[kmg]?|mode=[0-7]{3,4}|uid=[0-9]{1,10}|gid=[0-9]{1,10}"
+                           r"|nr_inodes=[0-9]{1,15}[kmg]?", re.ASCII)
 
 
 def _tmpfs_options(text: str) -> str:

@@ -1,6 +1,6 @@
 """Grammars of the names and addresses settings hand to other programs: hosts, ports, URLs, paths.
 
-Each is ASCII only (Python's ``\\d`` and ``\\w`` match other scripts too; every pattern here uses
+Each is ASCII only (Python's digit and word classes match other scripts too; every pattern here uses
 explicit classes), and each follows the grammar of the program that reads it: RFC 1123 host names
 (63 per label, 253 in all, no label starting or ending with '-'), IPv4 octets 0-255, ports 1-65535.
 A host name that starts with '-' is refused everywhere: the docker CLI hands an ssh host to ssh,

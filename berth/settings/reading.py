@@ -115,7 +115,8 @@ class Reader:
             except (ValueError, RecursionError):
                 self._problem(loc, "is not valid JSON")
                 return value
-            return self.read(typing.Union[tuple(members)] if len(members) > 1 else members[0], decoded, loc)
+            return self.read(members[0] if len(members) == 1 else typing.Union[tuple(members)],  # noqa: UP007
+                             decoded, loc)
         return value
 
     def _read_mapping(self, members: list[Any], value: dict[Any, Any], loc: tuple[object, ...]) -> dict[Any, Any]:

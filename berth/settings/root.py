@@ -137,7 +137,8 @@ class Settings(BerthModel):
             for j, route in enumerate(site.routes):
                 where = f"proxy.sites[{i}].routes[{j}]"
                 if route.app not in routable:
-                    found.append((f"{where}.app", f"{route.app!r} (route {route.path}) is not one of {sorted(routable)}"))
+                    found.append((f"{where}.app",
+                                  f"{route.app!r} (route {route.path}) is not one of {sorted(routable)}"))
                 elif route.port is not None and route.app in self.enabled_apps:
                     app = self.enabled_apps[route.app]
                     if route.port not in (app.port, *app.extra_ports):

@@ -10,7 +10,6 @@ from pydantic import AfterValidator, Field, model_validator
 
 from berth.errors import Problems
 from berth.settings import grammar
-from berth.settings.reading import MultiLine
 from berth.settings.base import (
     BerthModel,
     ByteSize,
@@ -22,6 +21,7 @@ from berth.settings.base import (
     VolumeName,
     matching,
 )
+from berth.settings.reading import MultiLine
 
 Identifier = Annotated[str, AfterValidator(matching(r"[a-z_][a-z0-9_]{0,62}", "a lower-case SQL identifier"))]
 

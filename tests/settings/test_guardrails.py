@@ -44,7 +44,8 @@ def test_dev_does_not_guard(raw_config, rule, changes):
 def test_staging_guards_too_but_not_protect_data(raw_config):
     assert load_settings(raw_config({"environment": "staging", "protect_data": False})).protect_data is False
     with pytest.raises(ConfigError, match="allow_insecure.tls_off"):
-        load_settings(raw_config({"environment": "staging", "proxy.tls": {"mode": "none"}, "proxy.http_redirect": False}))
+        load_settings(raw_config({"environment": "staging", "proxy.tls": {"mode": "none"},
+                                  "proxy.http_redirect": False}))
 
 
 def test_every_insecure_choice_is_reported_at_once(raw_config):

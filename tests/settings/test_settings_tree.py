@@ -54,8 +54,9 @@ def for_member(member: Any, depth: int) -> st.SearchStrategy[Any]:
     if isinstance(member, type) and issubclass(member, BaseModel):
         if depth > 4:
             return st.just({})
-        return st.fixed_dictionaries({}, optional={name: st.deferred(lambda f=field: for_type(_annotation(f), depth + 1))
-                                                   for name, field in member.model_fields.items()})
+        fields = {name: st.deferred(lambda f=field: for_type(_annotation(f), depth + 1))
+                  for name, field in member.model_fields.items()}
+        return st.fixed_dictionaries({}, optional=fields)
     if origin is list:
         return st.lists(for_type(typing.get_args(member)[0], depth + 1), max_size=3)
     if origin is dict:
@@ -81,7 +82,8 @@ def _annotation(field: Any) -> Any:
 
 
 configs = for_member(Settings, 0).map(lambda raw: {**raw, "environment": raw.get("environment", "tree")})
-TREE = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+TREE = settings(max_examples=400, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 def _depth(node: Any) -> int:
