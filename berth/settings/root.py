@@ -113,9 +113,10 @@ class Settings(BerthModel):
     @model_validator(mode="after")
     def _references_resolve(self) -> Settings:
         found: list[tuple[str, str]] = []
+        refs, known = self.secret_refs(), self.dependency_names()
         for kind, workloads in (("apps", self.enabled_apps), ("jobs", self.enabled_jobs)):
             for name, workload in workloads.items():
-                found += self._check_workload(kind, name, workload)
+                found += self._check_workload(kind, name, workload, refs, known)
         if self.proxy is not None and self.proxy.enabled:
             found += self._check_routes(self.proxy)
         volumes: dict[str, str] = {}
@@ -195,7 +196,8 @@ class Settings(BerthModel):
                     todo.append(list(graph[dep]))
         return []
 
-    def _check_workload(self, kind: str, name: str, workload: AppSettings | JobSettings) -> list[tuple[str, str]]:
+    def _check_workload(self, kind: str, name: str, workload: AppSettings | JobSettings, refs: set[str],
+                        known: set[str]) -> list[tuple[str, str]]:
         where = f"{kind}.{name}"
         if name in SERVICE_NAMES or name in RESERVED_NAMES:
             owner = "data service" if name in SERVICE_NAMES else "component"
@@ -203,22 +205,17 @@ class Settings(BerthModel):
         if kind == "jobs" and name in self.apps:
             return [(where, f"{name!r} is also an app")]
         found: list[tuple[str, str]] = []
-        refs = self._refs
         for env, ref in workload.secrets.items():
             if ref not in refs:
                 found.append((f"{where}.secrets.{env}", f"{ref!r} is not one of {sorted(refs)}"))
-        known = self.dependency_names()
         for dep in workload.depends_on:
             if dep == name or dep not in known:
                 found.append((f"{where}.depends_on", f"{dep!r} is not one of {sorted(known - {name})}"))
+        service_volumes = self._service_volumes() if workload.volumes else set()
         for volume in workload.volumes:
-            if volume in self._service_volumes():
+            if volume in service_volumes:
                 found.append((f"{where}.volumes", f"{volume!r} is a data service's volume"))
         return found
-
-    @property
-    def _refs(self) -> set[str]:
-        return self.secret_refs()
 
     def _service_volumes(self) -> set[VolumeName]:
         return {volume for _, volume in self._service_volume_owners()}

@@ -43,6 +43,13 @@ class _Loader(yaml.SafeLoader):
         finally:
             self._depth -= 1
 
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:  # noqa: N803 - PyYAML's own name
+        # Bounded while scanning: a flow collection 100,000 deep is refused at its 49th bracket, before
+        # the scanner and parser do quadratic work on the rest.
+        super().fetch_flow_collection_start(TokenClass)
+        if self.flow_level > MAX_DEPTH:
+            raise YamlError(f"nested deeper than {MAX_DEPTH} levels (line {self.line + 1})")
+
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
         if not isinstance(node, MappingNode):
             return super().construct_mapping(node, deep)
