@@ -77,8 +77,8 @@ def main() -> None:
         for name, text in CASES.items():
             (work / "Pulumi.bench.yaml").write_text(text)
             took, peak = measure(lambda: load_settings(from_stack_files("bench", work)), runs)
-            print(f"{name + ', refused':34} {took * 1000:8.1f} ms {peak / 2**20:7.1f} MiB  {took / base_time:5.2f}x time"
-                  f"  {peak / base_peak:5.2f}x memory")
+            print(f"{name + ', refused':34} {took * 1000:8.1f} ms {peak / 2**20:7.1f} MiB  "
+                  f"{took / base_time:5.2f}x time  {peak / base_peak:5.2f}x memory")
     finally:
         shutil.rmtree(work)
 
