@@ -3,6 +3,7 @@
 import pulumi
 
 from berth.errors import ConfigError
+from berth.preflight import preflight
 from berth.settings import from_pulumi_config, insecure_warnings, load_settings
 from components.stack import Stack
 
@@ -13,6 +14,8 @@ except ConfigError as error:
     raise pulumi.RunError(str(error)) from None
 for warning in insecure_warnings(settings):
     pulumi.log.warn(warning)
+
+preflight(settings)  # reach the host as the provider will; one line per problem, before any resource
 
 stack = Stack(f"{settings.name}-{settings.environment}", settings)
 

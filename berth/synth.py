@@ -9,8 +9,10 @@ state can be applied as it is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import runpy
 import secrets
 import string
@@ -24,7 +26,8 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from berth.settings import RawConfig, deep_merge, from_stack_files, insecure_warnings, load_settings
+from berth import preflight as host_preflight
+from berth.settings import RawConfig, deep_merge, from_stack_files, load_settings
 from berth.settings.loader import PROJECT_ROOT
 
 SECRET = "[secret]"
@@ -34,27 +37,31 @@ _SIG_KEY = "4dabf18193072939515e22adb298388d"
 
 
 def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
-          raw_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+          raw_overrides: dict[str, Any] | None = None, preflight: bool = False) -> dict[str, Any]:
     """The desired state of a stack: validated settings first (ConfigError before anything runs).
 
     ``raw_overrides`` is deep-merged over the stack file's config, as `pulumi config set` would be.
+    The host preflight is skipped (synth is offline) unless ``preflight`` asks for it; a problem
+    it finds raises pulumi.RunError, as in `pulumi preview`.
     """
     files = from_stack_files(stack)
     raw = RawConfig(deep_merge(files, raw_overrides or {}), files.secure, stack)
     if blueprint:
         raw["blueprint"] = blueprint
     settings = load_settings(raw)
-    for warning in insecure_warnings(settings):
-        print(f"warning: {warning}", file=sys.stderr)
     mocks = SynthMocks()
     monitor = RecordingMonitor(mocks, reveal)
-    pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor)
+    # A root stack resource left by an earlier synth in this process would carry that stack's name.
+    pulumi.runtime.settings.ROOT.set(None)
+    pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor, logger=_logger())
     # As the engine hands config to the program: every top-level value a string (objects as JSON),
     # and the keys that held a `secure:` value marked secret. __main__.py reads it back with
-    # from_pulumi_config(), through the same reading as the stack file above.
+    # from_pulumi_config(), through the same reading as the stack file above; its warnings (the
+    # stack's allow_insecure opt-outs) reach stderr through pulumi.log, as the CLI shows them.
     pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()},
                                   [f"berth:{key}" for key in sorted(raw.secure)])
-    _sync_await(run_pulumi_func(_run_program))
+    with contextlib.nullcontext() if preflight else host_preflight.skipped():
+        _sync_await(run_pulumi_func(_run_program))
     return {
         "stack": stack,
         "blueprint": settings.blueprint,
@@ -62,6 +69,23 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
         "resources": sorted(monitor.records, key=lambda record: (record["type"], record["name"])),
         "outputs": _stack_outputs(reveal),
     }
+
+
+def _logger() -> logging.Logger:
+    """The program's pulumi.log lines (the preflight's engine line, warnings) on stderr, as the CLI shows them."""
+    logger = logging.getLogger("berth.synth")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_CliFormat())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class _CliFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 def _run_program() -> None:

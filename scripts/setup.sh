@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Shared setup for scripts/test.sh and scripts/deploy-dev.sh: Debian packages, the venv, a Docker engine.
+# Shared setup for scripts/test.sh, scripts/deploy-dev.sh and .ci/engine.sh: Debian packages, the venv,
+# a Docker engine.
 # Idempotent, and written for a fresh Debian machine where we are root.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,10 +37,15 @@ python_env() {
 
 docker_engine() {
   apt_install docker.io
-  if ! docker info >/dev/null 2>&1; then
-    log "starting dockerd (log: /tmp/dockerd.log)"
-    nohup dockerd >>/tmp/dockerd.log 2>&1 &
-    for _ in $(seq 120); do docker info >/dev/null 2>&1 && return 0; sleep 0.5; done
-    echo "dockerd did not come up; see /tmp/dockerd.log" >&2; exit 1
-  fi
+  docker info >/dev/null 2>&1 && return 0
+  log "starting dockerd (log: /tmp/dockerd.log)"
+  nohup dockerd >>/tmp/dockerd.log 2>&1 </dev/null &
+  local pid=$! _
+  for _ in $(seq 120); do
+    docker info >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || break   # dockerd exited: no point in waiting
+    sleep 0.5
+  done
+  tail -5 /tmp/dockerd.log >&2 || true
+  echo "dockerd did not come up; see /tmp/dockerd.log" >&2; exit 1
 }

@@ -65,12 +65,22 @@ class HostSettings(BerthModel):
     ca: Pem | None = None
     cert: Pem | None = None
     key: Pem | None = None
+    # A private key for ssh://, on the machine that runs pulumi: the provider and the preflight get
+    # `-i <path> -o IdentitiesOnly=yes`, so neither depends on an agent or on ~/.ssh/config.
+    ssh_key: str | None = None
+    # Reach the host before any resource is registered (berth/preflight.py); false for offline review.
+    preflight: bool = True
 
     @model_validator(mode="after")
     def _consistent(self) -> HostSettings:
         scheme = self.url.split("://", 1)[0]
         if self.ssh_opts and scheme != "ssh":
             raise ValueError("ssh_opts is only for an ssh:// url")
+        if self.ssh_key is not None and scheme != "ssh":
+            raise ValueError("ssh_key is only for an ssh:// url")
+        if self.ssh_key is not None and not self.ssh_key.startswith(("/", "~/")):
+            # Relative, it would name a different file for each directory pulumi is run from.
+            raise ValueError(f"ssh_key {self.ssh_key!r} must be an absolute path or start with ~/")
         tls = [name for name in ("ca", "cert", "key") if getattr(self, name) is not None]
         if tls and scheme != "tcp":
             raise ValueError(f"{', '.join(tls)} is only for a tcp:// url")
@@ -80,6 +90,12 @@ class HostSettings(BerthModel):
         if self.cert is not None and self.ca is None:
             raise ValueError("cert and key need ca too, or the server's certificate goes unverified")
         return self
+
+    @property
+    def ssh_args(self) -> list[str]:
+        """The ssh options the provider runs ssh with: ssh_opts, then ssh_key as `-i` with IdentitiesOnly."""
+        key = ["-i", self.ssh_key, "-o", "IdentitiesOnly=yes"] if self.ssh_key else []
+        return [*self.ssh_opts, *key]
 
     @property
     def is_local(self) -> bool:

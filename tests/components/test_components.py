@@ -134,7 +134,7 @@ def test_one_shot_containers_do_not_wait_for_health(synthesized):
     if settings.service("minio") and settings.minio is not None and settings.minio.buckets:
         expected.add("minio-buckets")
     if settings.service("elasticsearch"):
-        expected.add("elk-kibana-password")
+        expected.add("elk-credentials")
     one_shots = [record for record in synthesized.containers if is_one_shot(record)]
     assert {record["name"] for record in one_shots} == expected
     for record in one_shots:
@@ -149,7 +149,7 @@ def test_one_shot_containers_do_not_wait_for_health(synthesized):
 
 # Each data service's setup job and the container it sets up.
 SETUP_JOBS = {"postgres-databases": "postgres-container", "minio-buckets": "minio-container",
-              "elk-kibana-password": "elk-elasticsearch"}
+              "elk-credentials": "elk-elasticsearch"}
 
 
 def test_setup_jobs_wait_for_their_server_by_an_explicit_dependency(synthesized):
@@ -184,7 +184,20 @@ def test_postgres_databases_job_runs_the_sql_with_psql_as_the_superuser(synthesi
     assert job["command"] == ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "/tmp/berth-databases.sql"]
     assert job["image"] == synthesized.named("postgres-container")["inputs"]["image"]
     assert job["envs"] == SECRET  # PGPASSWORD
-    assert "uploads" not in synthesized.named("postgres-container")["inputs"]
+    # No init scripts: the server's only upload is the start script (no /docker-entrypoint-initdb.d).
+    uploads = synthesized.named("postgres-container")["inputs"]["uploads"]
+    assert [upload["file"] for upload in uploads] == ["/usr/local/bin/berth-postgres-start"]
+
+
+def test_postgres_makes_the_superuser_password_true_at_every_start(synthesized):
+    if not synthesized.settings.service("postgres"):
+        return
+    from berth.plan.postgres import START_SCRIPT, START_SCRIPT_PATH
+    server = synthesized.named("postgres-container")["inputs"]
+    assert server["entrypoints"] == ["/bin/sh", START_SCRIPT_PATH]
+    assert server["command"] == ["postgres"]
+    assert server["uploads"] == [{"file": START_SCRIPT_PATH, "content": START_SCRIPT}]
+    assert "user" not in server  # the image's entrypoint steps down from root, for the server and the reset
 
 
 def test_dependents_of_a_setup_job_start_only_after_it_exited_0(synthesized):
@@ -469,7 +482,7 @@ def test_routed_consoles_join_the_edge_network(synth_with):
 
 def test_gelf_logging_goes_to_the_stacks_logstash_on_loopback(synth_with):
     synth = synth_with("dev", "sentineliq", overrides={"logging": {"driver": "gelf"}})
-    elk = {"elk-elasticsearch", "elk-kibana-password", "elk-logstash", "elk-kibana"}
+    elk = {"elk-elasticsearch", "elk-credentials", "elk-logstash", "elk-kibana"}
     for record in synth.containers:
         driver, opts = record["inputs"]["logDriver"], record["inputs"]["logOpts"]
         if record["name"] in elk:  # Logstash must not log to itself, nor wait for itself to start
@@ -669,6 +682,8 @@ def test_a_failed_job_fails_the_update_and_says_how_to_run_it_again(failing_job_
     urn = "urn:pulumi:unit::berth::pulumi:pulumi:Stack$docker:index/container:Container::migrate-job"
     assert str(failed.value).startswith("job migrate exited with 3; see its logs")
     assert f"`pulumi up --replace '{urn}'`" in str(failed.value)
+    # The SDK prints a RunError as its message alone: one line, no traceback.
+    assert isinstance(failed.value, pulumi.RunError) and "\n" not in str(failed.value)
 
 
 def test_an_app_taking_a_database_url_waits_for_it_without_depends_on(synth_with):

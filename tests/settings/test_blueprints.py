@@ -33,8 +33,20 @@ def route(settings: Settings, server_name: str, path: str):
     raise AssertionError(f"no site for {server_name}")
 
 
-def test_all_five_seeds_have_a_blueprint():
-    assert NAMES == ["ai-present-finder", "databaseai", "praxifi", "sentineliq", "webprometrics"]
+SEEDS = ["ai-present-finder", "databaseai", "praxifi", "sentineliq", "webprometrics"]
+
+
+def test_all_five_seeds_have_a_blueprint_beside_the_demo():
+    assert NAMES == sorted([*SEEDS, "demo"])
+
+
+def test_the_demo_uses_public_images_and_the_demo_app():
+    settings = load("demo", "dev")
+    assert settings.postgres is not None and settings.redis is not None and settings.proxy is not None
+    assert (settings.postgres.image, settings.redis.image, settings.proxy.image) == (
+        "postgres:16-alpine", "redis:7-alpine", "nginx:1.27-alpine")
+    assert {name: app.image for name, app in settings.apps.items()} == {"web": "berth/demo:1"}
+    assert settings.apps["web"].secrets == {"DATABASE_URL": "postgres.databases.demo.url", "REDIS_URL": "redis.url"}
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)

@@ -100,8 +100,8 @@ def test_a_stack_can_switch_an_app_on():
 def test_unknown_blueprint():
     with pytest.raises(ConfigError) as caught:
         load_settings({"environment": "dev"}, blueprint="nope")
-    assert str(caught.value) == ("berth:blueprint: 'nope' is not one of ['ai-present-finder', 'databaseai', 'praxifi', "
-                                 "'sentineliq', 'webprometrics']")
+    assert str(caught.value) == ("berth:blueprint: 'nope' is not one of ['ai-present-finder', 'databaseai', 'demo', "
+                                 "'praxifi', 'sentineliq', 'webprometrics']")
 
 
 @pytest.mark.parametrize("name", ["../praxifi", "Praxifi", "42"])
@@ -136,7 +136,7 @@ def test_blueprint_errors_name_the_merged_path():
 
 @pytest.mark.parametrize(("stack", "expected"), [
     ("dev", {
-        "protect_data": False, "domain": "localhost", "environment": "dev", "blueprint": "praxifi",
+        "protect_data": False, "domain": "localhost", "environment": "dev", "blueprint": "demo",
         "host": {"url": "unix:///var/run/docker.sock"},
         "proxy": {"bind": "127.0.0.1", "http_port": 8080, "https_port": 8443},
     }),
@@ -158,13 +158,14 @@ def test_dev_proxy_settings_merge_into_the_blueprint_proxy():
     proxy = settings.proxy
     assert proxy is not None
     assert (proxy.bind, proxy.http_port, proxy.https_port) == ("127.0.0.1", 8080, 8443)
-    assert [site.server_names for site in proxy.sites] == [["{domain}", "www.{domain}"], ["api.{domain}"]]
+    assert [site.server_names for site in proxy.sites] == [["{domain}"]]  # the demo blueprint's one site
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_every_stack_file_validates(stack):
     settings = load_settings(from_stack_files(stack))
-    assert (settings.environment, settings.blueprint, settings.protect_data) == (stack, "praxifi", stack == "prod")
+    blueprint = "demo" if stack == "dev" else "praxifi"
+    assert (settings.environment, settings.blueprint, settings.protect_data) == (stack, blueprint, stack == "prod")
 
 
 def test_unknown_stack(tmp_path):
