@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
-from berth.settings.reading import MultiLine
+from berth.settings.reading import UNDECRYPTED, MultiLine
 from berth.units import parse_bytes, parse_duration
 
 
@@ -84,7 +84,8 @@ _PEM = re.compile(r"\s*(-----BEGIN ([A-Z0-9 ]{1,40})-----\r?\n(?:[A-Za-z0-9+/=:,
 
 
 def _pem(value: SecretStr) -> SecretStr:
-    if not _PEM.fullmatch(value.get_secret_value()):
+    # Offline synth cannot decrypt a secure: value; under `pulumi up` the decrypted PEM is checked.
+    if value.get_secret_value() != UNDECRYPTED and not _PEM.fullmatch(value.get_secret_value()):
         raise ValueError("is not PEM text (-----BEGIN ...----- base64 lines -----END ...-----)")
     return value
 

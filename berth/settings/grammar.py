@@ -71,7 +71,7 @@ def host_port(text: str, port_required: bool) -> str | None:
     if not host(name):
         return f"host {name!r} is not a host name (RFC 1123), an IPv4 address or [an IPv6 address]"
     if given_port is None and port_required:
-        return f"{text!r} names no port"
+        return f"{text!r} names no port (the engine's TLS port is usually 2376)"
     if given_port is not None and not port(given_port):
         return f"port {given_port!r} is not in 1..65535"
     return None
@@ -80,8 +80,8 @@ def host_port(text: str, port_required: bool) -> str | None:
 def docker_host_url(url: str) -> str:
     """Check a Docker host URL; its scheme. ValueError with the rule otherwise.
 
-    ``unix:///absolute/socket``, ``ssh://user@host[:port]`` or ``tcp://host:port``, as the docker
-    provider and CLI accept them.
+    ``unix:///absolute/socket``, ``ssh://user@host[:port][/remote/socket]`` or ``tcp://host:port``,
+    as the docker provider and CLI accept them.
     """
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in ("unix", "ssh", "tcp"):
@@ -90,10 +90,13 @@ def docker_host_url(url: str) -> str:
         if not _SOCKET.fullmatch(rest):
             raise ValueError(f"url {url!r} must name an absolute socket path, like unix:///var/run/docker.sock")
         return scheme
-    if "/" in rest.rstrip("/") or "?" in rest or "#" in rest:
-        raise ValueError(f"url {url!r} may not have a path, query or fragment")
-    rest = rest.rstrip("/")
+    if "?" in rest or "#" in rest:
+        raise ValueError(f"url {url!r} may not have a query or fragment")
+    rest, slash, socket = rest.partition("/")
     if scheme == "ssh":
+        # ssh://user@host[:port]/path/to/docker.sock names the engine's socket on the remote host.
+        if slash and socket and not _SOCKET.fullmatch("/" + socket):
+            raise ValueError(f"url {url!r}: '/{socket}' is not an absolute socket path on the host")
         user, at, address = rest.rpartition("@")
         if not at or not user:
             raise ValueError(f"url {url!r} must name the user: ssh://user@host[:port]")
@@ -102,6 +105,8 @@ def docker_host_url(url: str) -> str:
                              "starting with '-')")
         problem = host_port(address, port_required=False)
     else:
+        if socket:
+            raise ValueError(f"url {url!r} may not have a path")
         problem = host_port(rest, port_required=True)
     if problem:
         raise ValueError(f"url {url!r}: {problem}")

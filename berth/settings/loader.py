@@ -20,13 +20,11 @@ from pydantic import BaseModel, ValidationError
 from berth.errors import NAMESPACE, ConfigError, Problems
 from berth.settings import yamlfile
 from berth.settings.guardrails import INSECURE_RULES, insecure_choices
-from berth.settings.reading import Reader, path_text
+from berth.settings.reading import UNDECRYPTED, Reader, path_text
 from berth.settings.root import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BLUEPRINTS = PROJECT_ROOT / "blueprints"
-# Stands in for a `secure:` value in offline synth, which has no key to decrypt it.
-UNDECRYPTED = "undecrypted-secure-value"
 _SECRETISH = re.compile(r"password|secret|key|cert|\bca\b|token", re.IGNORECASE)
 _PATH_PREFIX = re.compile(r"^([A-Za-z0-9_.\[\]-]+): (.*)$", re.DOTALL)
 _STACK_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", re.ASCII)

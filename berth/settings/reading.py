@@ -31,6 +31,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, SecretStr
 
 MAX_DEPTH = 48
+# Stands in for a `secure:` value in offline synth, which has no key to decrypt it.
+UNDECRYPTED = "undecrypted-secure-value"
 # C0 and C1 controls, DEL, and Unicode's line and paragraph separators: they break lines (or files)
 # in every format berth renders. Multi-line fields (see MultiLine) may hold newlines and tabs.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")

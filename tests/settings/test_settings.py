@@ -72,13 +72,16 @@ def test_host_accepts(valid, host):
     ("tcp://١٢٧.0.0.1:2376", "is not a host name"),
     ("ssh://deploy@prod.example.com:٢٢", "is not in 1..65535"),
     ("ssh://deploy@" + "a" * 64 + ".example.com", "is not a host name"),
-    ("ssh://deploy@host/path", "may not have a path"),
+    ("ssh://deploy@host/run/docker sock", "is not an absolute socket path on the host"),
+    ("ssh://deploy@host?x=1", "may not have a query or fragment"),
+    ("tcp://docker.example.com:2376/run", "may not have a path"),
 ], ids=lambda v: v[:40])
 def test_host_url_grammar(assert_config_error, url, rule):
     assert_config_error("host.url", rule, {"host": {"url": url}})
 
 
-@pytest.mark.parametrize("url", ["ssh://deploy@[2001:db8::1]:22", "tcp://10.0.0.1:2376", "ssh://deploy@h", "unix:///run/d.sock"])
+@pytest.mark.parametrize("url", ["ssh://deploy@[2001:db8::1]:22", "tcp://10.0.0.1:2376", "ssh://deploy@h",
+                                 "unix:///run/d.sock", "ssh://deploy@h:2222/run/user/1000/docker.sock"])
 def test_host_urls_accepted(valid, url):
     tls = {"ca": CA} if url.startswith("tcp") else {}
     assert valid({"host": {"url": url, **tls}}).host.url == url
