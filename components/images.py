@@ -23,9 +23,12 @@ class Images(pulumi.ComponentResource):
         super().__init__("berth:images:Images", name, None, opts)
         resolved = sorted({resolve_image(ref, settings.images) for ref in refs})
         self.ids: dict[str, pulumi.Output[str]] = {}
+        # `repo[:tag]@sha256:…` as the host pulled it; empty for an image only built locally.
+        self.digests: dict[str, pulumi.Output[str]] = {}
         for ref in resolved:
             image = docker.RemoteImage(f"{name}-{image_slug(ref)}", name=ref, keep_locally=True,
                                        opts=pulumi.ResourceOptions(parent=self))
             self.ids[ref] = image.image_id
+            self.digests[ref] = image.repo_digest
         self.register_outputs({"images": resolved})
 

@@ -44,6 +44,7 @@ class NginxProxy(pulumi.ComponentResource):
             placement=Placement(networks=[args.edge_network], aliases=["proxy"]),
             health=(http_probe(HEALTH_PORT, "/healthz", proxy.healthcheck.timeout), proxy.healthcheck),
             uploads=uploads,
+            resources=proxy.resources,
             fixed_name=docker_name(settings, "proxy"),
             extra={"ports": ports, "stop_signal": "SIGQUIT"},  # SIGQUIT: nginx finishes open requests
         ), parent=self, depends_on=[args.after[app] for app in sorted(settings.enabled_apps)])

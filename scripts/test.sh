@@ -4,19 +4,21 @@
 #   phase 1: settings, plan, components (Pulumi mocks), render (real nginx, PostgreSQL, RabbitMQ)
 #            || engine (every blueprint on the real Docker engine; one test restarts dockerd, so
 #            nothing else that uses the engine runs beside it)
-#   phase 2: the real-system tiers, each on its own servers: preflight (real sshd, a TLS dockerd), ...
+#   phase 2: the real-system tiers, each on its own servers: preflight (real sshd, a TLS dockerd),
+#            promote (two stacks on the engine and a real registry), ...
 # usage: bash scripts/test.sh [pytest args...]   (the args go to every tier's pytest)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
 
-apt_install nginx postgresql rabbitmq-server redis-server curl openssl ca-certificates openssh-server openssh-client
+apt_install nginx postgresql rabbitmq-server redis-server curl openssl ca-certificates openssh-server openssh-client \
+  docker-registry
 python_env requirements-dev.txt
 docker_engine
 bash .ci/engine.sh   # local images for the engine tier (cached by Dockerfile content)
 
 log "ruff"
-"$VENV/bin/ruff" check berth components tests bench demo __main__.py
+"$VENV/bin/ruff" check berth components tests bench demo policy __main__.py
 log "mypy (the product's code)"
 "$VENV/bin/mypy" berth components __main__.py
 
@@ -48,8 +50,9 @@ tiers() {
   done
 }
 
-PHASE1=("unit=tests/settings tests/plan tests/components tests/render" "engine=tests/engine")
-PHASE2=("preflight=tests/preflight")
+PHASE1=("unit=tests/settings tests/plan tests/components tests/render tests/policy" "engine=tests/engine")
+# The promotion tier shares the engine; it runs once the engine tier (which restarts dockerd) is done.
+PHASE2=("preflight=tests/preflight" "promote=tests/promote")
 # Every test directory is in a tier: a new one left out would pass by never running.
 for dir in $(find tests -name 'test_*.py' -printf '%h\n' | sort -u); do
   case " ${PHASE1[*]#*=} ${PHASE2[*]#*=} " in *" ${dir} "*) ;; *) echo "scripts/test.sh: $dir is in no tier" >&2; exit 1 ;; esac

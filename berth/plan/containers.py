@@ -14,6 +14,7 @@ from typing import Any
 from berth.settings import SERVICE_NAMES, Cadence, Resources, Settings
 from berth.settings.apps import AppSettings, Workload
 from berth.settings.host import LogSettings
+from berth.settings.release import SERVICE_IMAGES, service_images
 from berth.units import go_duration, mebibytes
 
 # Docker's restart policy for data services: back after a crash or a daemon restart, not after `docker stop`.
@@ -180,17 +181,9 @@ def stack_images(settings: Settings) -> set[str]:
 
 def image_fields(settings: Settings) -> dict[str, str]:
     """Config path -> image reference, for every image the stack runs (before overrides)."""
-    fields = {f"{name}.image": section.image for name in ("postgres", "redis", "rabbitmq", "minio")  # type: ignore[attr-defined]
-              if (section := settings.service(name)) is not None}
-    if settings.minio is not None and settings.minio.enabled and settings.minio.buckets:
-        fields["minio.client_image"] = settings.minio.client_image
-    if settings.elk is not None and settings.elk.enabled:
-        fields |= {f"elk.{part}.image": getattr(settings.elk, part).image
-                   for part in ("elasticsearch", "logstash", "kibana")}
+    fields = {".".join(SERVICE_IMAGES[key]): ref for key, ref in service_images(settings).items()}
     fields |= {f"apps.{name}.image": app.image for name, app in settings.enabled_apps.items()}
     fields |= {f"jobs.{name}.image": job.image for name, job in settings.enabled_jobs.items()}
-    if settings.proxy is not None and settings.proxy.enabled:
-        fields["proxy.image"] = settings.proxy.image
     return fields
 
 

@@ -10,7 +10,19 @@ from pydantic import AfterValidator, Field, model_validator
 from berth.errors import Problems
 from berth.settings import grammar
 from berth.settings.apps import HttpPath
-from berth.settings.base import BerthModel, ByteSize, Cadence, Duration, ImageRef, Name, Port, in_range, matching
+from berth.settings.base import (
+    BerthModel,
+    ByteSize,
+    Cadence,
+    Duration,
+    ImageRef,
+    Name,
+    Port,
+    ResourceAmounts,
+    Resources,
+    in_range,
+    matching,
+)
 
 # A leading "*." wildcard is nginx's; a bare "*" or "*foo" is not a server name nginx accepts.
 # Labels are 1-63 characters (RFC 1123); the whole name's length is checked once {domain} is filled in.
@@ -21,6 +33,8 @@ ServerName = Annotated[str, AfterValidator(matching(
 # or NUL would split the response header.
 HeaderValue = Annotated[str, AfterValidator(matching(r"[ !#%-\[\]-~]{1,4096}",
                                                      "a header value of printable ASCII without $, \" or \\"))]
+# nginx's own memory is a few MiB per worker plus the rate-limit zones: a guardrail, not a budget.
+PROXY_MEMORY = 256 * 1024 * 1024
 Rate = Annotated[str, AfterValidator(matching(r"[1-9][0-9]{0,8}r/[sm]", "a rate like 10r/s or 30r/m"))]
 # nginx refuses a limit_req zone under 32k ("zone is too small"; 8 pages of 4k).
 ZoneSize = Annotated[ByteSize, AfterValidator(in_range(32 * 1024, 1024**3))]
@@ -98,6 +112,7 @@ class ProxySettings(BerthModel):
     client_max_body_size: ByteSize = 10 * 1024 * 1024
     sites: list[Site] = []
     healthcheck: Cadence = Cadence(interval=timedelta(seconds=5), start_period=timedelta(seconds=10))
+    resources: Resources = Resources(limits=ResourceAmounts(memory=PROXY_MEMORY))
 
     @model_validator(mode="after")
     def _consistent(self) -> ProxySettings:

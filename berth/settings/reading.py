@@ -10,7 +10,8 @@ value against the settings model's own field types, so all of these give the sam
 - a string for an object or list field: JSON, as the engine passes it;
 - a bool or int for a text field (what ``--path`` writes for ``PORT=8080``): its text;
 - ``null`` (or the engine's text for it, ``"null"``, in a field that is not text): no value, and at
-  the top level an unset key.
+  the top level an unset key;
+- a top-level number or boolean: the text the engine would hand over for it, read as above.
 
 It also refuses what no field may hold, with the path: control characters in any text (a newline in
 a password would start a new directive in redis.conf; a NUL truncates it in C), keys that are not
@@ -71,6 +72,10 @@ class Reader:
         kinds = {_kind(member) for member in members}
         if isinstance(value, str):
             return self._read_text(members, kinds, multiline, value, loc)
+        if len(loc) == 1 and isinstance(value, (bool, int, float)):
+            # The engine hands every top-level value to the program as text: a top-level number or
+            # boolean in a stack file is read as the text the engine would hand over.
+            return self._read_text(members, kinds, multiline, json.dumps(value), loc)
         if isinstance(value, bool):
             return ("true" if value else "false") if _text_only(kinds) else value
         if isinstance(value, int):
@@ -78,8 +83,6 @@ class Reader:
                 self.given_secrets.append(path_text(loc))
             return str(value) if _text_only(kinds) else value
         if isinstance(value, float):
-            if len(loc) == 1 and _text_only(kinds):
-                return json.dumps(value)  # the engine hands a top-level number to the program as its text
             if not math.isfinite(value):
                 self._problem(loc, f"{value} is not a finite number")
             return value

@@ -12,6 +12,13 @@ from berth.settings.base import BerthModel, Name, Secret, VolumeName, in_range, 
 from berth.settings.guardrails import AllowInsecure
 from berth.settings.host import HostSettings, ImageOverrides, LogSettings, Registry
 from berth.settings.proxy import ProxySettings
+from berth.settings.release import (
+    DEFAULT_RELEASE_HISTORY,
+    PromoteFromField,
+    ReleaseHistory,
+    ReleaseId,
+    check_promotion,
+)
 from berth.settings.services import (
     DataService,
     ElkSettings,
@@ -64,6 +71,10 @@ class Settings(BerthModel):
     apps: dict[Name, AppSettings] = Field(default_factory=dict)
     jobs: dict[Name, JobSettings] = Field(default_factory=dict)
     proxy: ProxySettings | None = None
+    # Releases (berth/settings/release.py): run another stack's exact images, or an earlier release's.
+    promote_from: PromoteFromField | None = None
+    rollback: ReleaseId | None = None
+    release_history: ReleaseHistory = DEFAULT_RELEASE_HISTORY
     # Opt-outs of the prod/staging guardrails, each with its reason (berth/settings/guardrails.py).
     allow_insecure: AllowInsecure = {}
 
@@ -128,6 +139,11 @@ class Settings(BerthModel):
         if self.logging.driver == "gelf" and not self.logging.address and not self.service("logstash"):
             found.append(("logging.address", "driver gelf needs an address, or elk in the stack to send to"))
         found += self._no_cycles()
+        try:
+            check_promotion(self)
+        except ValueError as error:
+            path, _, rule = str(error).partition(": ")
+            found.append((path, rule))
         Problems.check(found)
         return self
 
