@@ -21,6 +21,7 @@ from preflight_servers import Pair, Sshd, TlsEngine, free_port, keygen
 
 from berth import preflight
 from berth.errors import ConfigError
+from berth.settings import load_settings
 from berth.settings.host import HostSettings
 from berth.synth import synth
 
@@ -216,9 +217,12 @@ def test_client_key_never_stays_on_disk(tls_engine):
 
 
 def test_tcp_without_a_port(tls_engine):
-    host = HostSettings(url="tcp://127.0.0.1", ca=tls_engine.ca, cert=tls_engine.client.cert, key=tls_engine.client.key)
-    assert line(one_problem(host)) == (
-        "berth:host.url: tcp://127.0.0.1 names no port (the engine's TLS port is usually 2376)")
+    # Settings refuse it (the host URL grammar), before the preflight could be reached.
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"environment": "dev", "host": {"url": "tcp://127.0.0.1", "ca": tls_engine.ca,
+                                                      "cert": tls_engine.client.cert, "key": tls_engine.client.key}})
+    assert str(caught.value) == ("berth:host.url: url 'tcp://127.0.0.1': '127.0.0.1' names no port (the engine's "
+                                 "TLS port is usually 2376)")
 
 
 # -- unix -----------------------------------------------------------------------------------------
