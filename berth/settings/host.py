@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import model_validator
 
 from berth.settings.base import BerthModel, ByteSize, ImageRef, Secret
+from berth.settings.provision import ProvisionSettings
 
 
 class HostSettings(BerthModel):
@@ -17,6 +18,8 @@ class HostSettings(BerthModel):
     ca: Secret | None = None
     cert: Secret | None = None
     key: Secret | None = None
+    # Make a bare VPS a hardened Docker host first (berth/settings/provision.py); off by default.
+    provision: ProvisionSettings = ProvisionSettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> HostSettings:

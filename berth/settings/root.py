@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 from berth.settings.apps import AppSettings, JobSettings
 from berth.settings.base import BerthModel, Name, Secret, VolumeName, in_range, matching
 from berth.settings.host import HostSettings, ImageOverrides, LogSettings, Registry
+from berth.settings.provision import check_provision
 from berth.settings.proxy import ProxySettings
 from berth.settings.services import (
     DataService,
@@ -138,6 +139,7 @@ class Settings(BerthModel):
         if self.logging.driver == "gelf" and not self.logging.address and not self.service("logstash"):
             raise ValueError("logging.address: driver gelf needs an address, or elk in the stack to send to")
         self._no_cycles()
+        check_provision(self)
         return self
 
     def _no_cycles(self) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PREFIX = "berth-engine"
 BASE = f"{PREFIX}/debian:bookworm"
-IMAGES = ("postgres", "redis", "rabbitmq", "nginx", "standin")
+IMAGES = ("postgres", "redis", "rabbitmq", "nginx", "standin", "provision-target")
 EXTRA_TAGS = ("latest", "v2")
 MIRROR = "http://deb.debian.org/debian"
 LOCK_FILE = Path(tempfile.gettempdir()) / "berth-engine-build.lock"
