@@ -407,6 +407,9 @@ def _fail2ban(provision: ProvisionSettings, where: Target) -> str:
                 "enabled = true\n"
                 f"port = {where.port}\n"
                 f"backend = {backend}\n"
+                # With password logins off, a guesser's attempts end as "Connection closed by
+                # authenticating user ... [preauth]": only the aggressive mode counts those.
+                "mode = aggressive\n"
                 f"{logpath}"
                 f"maxretry = {jail.max_retry}\n"
                 f"findtime = {_seconds(jail.find_time)}\n"

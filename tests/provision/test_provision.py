@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 from conftest import Lab
 
-from berth.plan.provision import STEPS, Script, scripts
+from berth.plan.provision import STEPS, Script, remote_command, scripts
 from berth.settings import Settings, deep_merge, load_settings
+from berth.settings.provision import SshConnection
 
 EXTRA_TCP = 8443
+SSH = SshConnection(user="root")
 TIMES: dict[str, float] = {}
 
 
@@ -135,3 +137,123 @@ def test_unattended_upgrades_are_configured(first, lab):
     dump = lab.vps.exec("apt-config", "dump").stdout
     assert 'APT::Periodic::Unattended-Upgrade "1";' in dump
     assert 'Unattended-Upgrade::Automatic-Reboot "false";' in dump
+
+
+def test_one_changed_setting_reruns_only_its_script(first, lab):
+    before = {s.step: remote_command(s, SSH) for s in scripts(settings_for(lab))}
+    changed = settings_for(lab, fail2ban={"max_retry": 4})
+    after = {s.step: remote_command(s, SSH) for s in scripts(changed)}
+    # pulumi-command runs a Command again when its `create` differs: only fail2ban's does
+    assert [step for step in STEPS if before[step] != after[step]] == ["fail2ban"]
+    rerun = provision(lab, changed, only={"fail2ban"})
+    assert rerun["fail2ban"] == "changed: wrote /etc/fail2ban/jail.d/berth.local; reloaded fail2ban"
+    assert lab.vps.exec("fail2ban-client", "get", "sshd", "maxretry").stdout.strip() == "4"
+    # and back, so the later tests see the settings of the first run
+    assert provision(lab, settings_for(lab), only={"fail2ban"})["fail2ban"].startswith("changed: wrote")
+    assert provision(lab, settings_for(lab)) == {step: "unchanged" for step in STEPS}
+
+
+# -- the firewall from outside ---------------------------------------------------------------------
+
+
+TINY = "berth-prov-tiny"
+
+
+@pytest.fixture(scope="module")
+def listeners(first, lab):
+    """Inside the VPS: containers publishing 80, 443 and 0.0.0.0:9999, and a host process on 8081."""
+    # a one-file image from the system's busybox: the inner engine has no registry either
+    lab.vps.ssh(f"set -e; d=$(mktemp -d); mkdir $d/bin $d/www; cp /bin/busybox $d/bin/; echo ok >$d/www/index.html; "
+                f"tar -C $d -c . | docker import -c 'ENTRYPOINT [\"/bin/busybox\"]' - {TINY} >/dev/null",
+                user="deploy")
+    for name, port in (("web80", 80), ("web443", 443), ("published9999", 9999)):
+        lab.vps.ssh(f"docker run -d --name {name} -p 0.0.0.0:{port}:8000 {TINY} httpd -f -p 8000 -h /www",
+                    user="deploy")
+    lab.vps.exec("sh", "-c", "busybox httpd -p 8081 -h /tmp")
+    listening = lab.vps.exec("ss", "-Hltn").stdout
+    for port in (80, 443, 8081, 9999):
+        assert f":{port} " in listening, listening
+    return lab
+
+
+def test_ssh_web_ports_and_the_extra_port_are_reachable_from_outside(listeners):
+    assert {port: listeners.reachable(port) for port in (22, 80, 443)} == {22: True, 80: True, 443: True}
+
+
+def test_a_host_listener_on_another_port_is_not(listeners):
+    assert not listeners.reachable(8081)
+    # while it does answer on the system itself
+    assert listeners.vps.exec("busybox", "wget", "-qO-", "http://127.0.0.1:8081/", check=False).returncode in (0, 1)
+    assert listeners.vps.exec("sh", "-c", "timeout 3 bash -c '</dev/tcp/127.0.0.1/8081'").returncode == 0
+
+
+def test_a_container_publishing_9999_is_not(listeners):
+    assert not listeners.reachable(9999)
+    # Docker did publish it: from the system itself it answers
+    assert listeners.vps.ssh("busybox wget -qO- http://127.0.0.1:9999/", user="deploy").stdout == "ok\n"
+
+
+def test_the_extra_allowed_port_reaches_a_container_publishing_it(listeners):
+    listeners.vps.ssh(f"docker run -d --name web{EXTRA_TCP} -p {EXTRA_TCP}:8000 {TINY} httpd -f -p 8000 -h /www",
+                      user="deploy")
+    deadline = time.monotonic() + 10
+    while not listeners.reachable(EXTRA_TCP) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert listeners.reachable(EXTRA_TCP)
+
+
+# -- live-restore and fail2ban, for real -----------------------------------------------------------
+
+
+def test_a_running_container_survives_a_dockerd_restart(listeners):
+    vps = listeners.vps
+    started = vps.ssh("docker inspect -f '{{.State.Pid}} {{.State.StartedAt}}' web80", user="deploy").stdout
+    vps.exec("service", "docker", "restart")
+    deadline = time.monotonic() + 30
+    while vps.ssh("docker info >/dev/null", user="deploy", check=False).returncode != 0:
+        assert time.monotonic() < deadline, "dockerd did not come back"
+        time.sleep(0.5)
+    after = vps.ssh("docker inspect -f '{{.State.Pid}} {{.State.StartedAt}}' web80", user="deploy").stdout
+    assert after == started  # the same process, never restarted
+    assert listeners.reachable(80)
+
+
+def test_repeated_failed_logins_get_the_client_banned(listeners):
+    lab = listeners
+    client_ip = docker_ip(lab.internet)
+    assert lab.reachable(22)
+    attempts = 0
+    deadline = time.monotonic() + 60
+    while client_ip not in banned(lab) and time.monotonic() < deadline:
+        if attempts < 6:  # maxretry is 3; a few more in case one was still in flight
+            lab_ssh_as_stranger(lab)
+            attempts += 1
+        else:
+            time.sleep(0.5)
+    assert client_ip in banned(lab)
+    assert 3 <= attempts <= 6
+    assert not lab.reachable(22)
+    assert lab.vps.ssh("true").returncode == 0  # the test runner's own address is not banned
+    lab.vps.exec("fail2ban-client", "set", "sshd", "unbanip", client_ip)
+    assert lab.reachable(22)
+
+
+def docker_ip(container: str) -> str:
+    from conftest import docker
+
+    return docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", container).stdout.strip()
+
+
+def lab_ssh_as_stranger(lab: Lab) -> None:
+    """One failed public-key login from the internet container, with a key the VPS does not know."""
+    from conftest import docker
+
+    docker("exec", lab.internet, "sh", "-c",
+           "test -f /tmp/k || ssh-keygen -q -t ed25519 -N '' -f /tmp/k; "
+           # a connection caught by the ban mid-way would hang on rejected packets: cut it
+           f"timeout 10 ssh -F /dev/null -i /tmp/k -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no "
+           f"-o UserKnownHostsFile=/dev/null -o ConnectTimeout=5 root@{lab.vps.ip} true", check=False)
+
+
+def banned(lab: Lab) -> str:
+    return lab.vps.exec("fail2ban-client", "get", "sshd", "banip").stdout
