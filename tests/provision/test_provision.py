@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import time
 from typing import Any
 
 import pytest
 from conftest import Lab
 
-from berth.plan.provision import STEPS, Script, remote_command, scripts
+from berth.plan.provision import STEPS, Script, docker_ssh_opts, remote_command, scripts
 from berth.settings import Settings, deep_merge, load_settings
-from berth.settings.provision import SshConnection
+from berth.settings.provision import SshConnection, target
 
 EXTRA_TCP = 8443
 SSH = SshConnection(user="root")
@@ -125,7 +126,7 @@ def test_sshd_takes_no_passwords(first, lab):
     # and for real: a password login is not even offered
     probe = lab.vps.ssh("true", check=False)
     assert probe.returncode == 0
-    offered = __import__("subprocess").run(
+    offered = subprocess.run(
         ["ssh", "-F", "/dev/null", "-v", "-o", "BatchMode=yes", "-o", "PubkeyAuthentication=no",
          "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={lab.vps.known_hosts}",
          f"root@{lab.vps.ip}", "true"], capture_output=True, text=True, timeout=30)
@@ -259,3 +260,20 @@ def lab_ssh_as_stranger(lab: Lab) -> None:
 
 def banned(lab: Lab) -> str:
     return lab.vps.exec("fail2ban-client", "get", "sshd", "banip").stdout
+
+
+def test_the_docker_providers_ssh_options_verify_the_host_key(first, lab):
+    """The options the docker provider hands ssh, used by the real OpenSSH client: only the configured key."""
+    where = target(f"ssh://deploy@{lab.vps.ip}:22")
+
+    def docker_over_ssh(host_key: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ssh", "-F", "/dev/null", "-i", str(lab.vps.key), "-o", "IdentitiesOnly=yes",
+                               "-o", "BatchMode=yes", *docker_ssh_opts(where, host_key), f"deploy@{lab.vps.ip}",
+                               "docker", "version", "--format", "{{.Server.APIVersion}}"],
+                              capture_output=True, text=True, timeout=30)
+
+    good = docker_over_ssh(lab.vps.host_key)
+    assert (good.returncode, good.stdout.strip()) == (0, "1.41"), good.stderr
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJodZH+iDQSvM9Pjz+Q9pBcyNlviIcpLoutp9UryuY9i"
+    bad = docker_over_ssh(other)
+    assert bad.returncode == 255 and "Host key verification failed" in bad.stderr
