@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
 
-apt_install nginx postgresql rabbitmq-server redis-server curl openssl ca-certificates
+apt_install nginx postgresql rabbitmq-server redis-server curl openssl ca-certificates openssh-client
 python_env requirements-dev.txt
 docker_engine
 bash .ci/engine.sh   # local images for the engine tier (cached by Dockerfile content)
