@@ -16,7 +16,15 @@ from typing import Any
 import pytest
 from conftest import Lab
 
-from berth.plan.provision import STEPS, Script, docker_ssh_opts, remote_command, scripts
+from berth.plan.provision import (
+    SSHD_DROP_IN,
+    STEPS,
+    Script,
+    docker_ssh_opts,
+    remote_command,
+    remote_stdin,
+    scripts,
+)
 from berth.settings import Settings, deep_merge, load_settings
 from berth.settings.provision import SshConnection, target
 
@@ -154,6 +162,12 @@ def test_one_changed_setting_reruns_only_its_script(first, lab):
     assert provision(lab, settings_for(lab)) == {step: "unchanged" for step in STEPS}
 
 
+def test_a_rule_added_by_hand_is_removed(first, lab):
+    lab.vps.exec("ufw", "allow", "9000/tcp")
+    assert provision(lab, settings_for(lab), only={"firewall"}) == {"firewall": "changed: removed ufw allow 9000/tcp"}
+    assert "9000" not in lab.vps.exec("ufw", "status").stdout
+
+
 # -- the firewall from outside ---------------------------------------------------------------------
 
 
@@ -277,3 +291,23 @@ def test_the_docker_providers_ssh_options_verify_the_host_key(first, lab):
     other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJodZH+iDQSvM9Pjz+Q9pBcyNlviIcpLoutp9UryuY9i"
     bad = docker_over_ssh(other)
     assert bad.returncode == 255 and "Host key verification failed" in bad.stderr
+
+
+def test_a_sudoer_with_a_password_provisions_too(first, lab):
+    """Last: provisioning as a sudoer turns root's SSH login off."""
+    vps = lab.vps
+    vps.exec("sh", "-c", "useradd -m -s /bin/sh -G sudo ops && echo 'ops:sudo-pw-4711' | chpasswd && "
+                         "install -d -m 700 -o ops -g ops ~ops/.ssh && "
+                         "install -m 600 -o ops -g ops /root/.ssh/authorized_keys ~ops/.ssh/authorized_keys")
+    as_ops = settings_for(lab, ssh={"user": "ops", "sudo_password": "sudo-pw-4711"})
+    ssh = as_ops.host.provision.ssh
+    summaries = {}
+    for script in scripts(as_ops):
+        out = vps.ssh(remote_command(script, ssh), user="ops", stdin=remote_stdin(script, ssh)).stdout
+        summaries[script.step] = summary_of(script, out)
+    # root may no longer log in at all; nothing else differs from what root provisioned
+    assert summaries == {**{step: "unchanged" for step in STEPS},
+                         "ssh_hardening": f"changed: wrote {SSHD_DROP_IN}; reloaded ssh"}
+    assert "permitrootlogin no" in vps.exec("sshd", "-T").stdout.splitlines()
+    assert vps.ssh("true", check=False).returncode == 255
+    assert vps.ssh("docker info >/dev/null && echo ok", user="deploy").stdout == "ok\n"
