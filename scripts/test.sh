@@ -13,7 +13,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 cd "$ROOT"
 
 apt_install nginx postgresql rabbitmq-server redis-server curl openssl ca-certificates openssh-server openssh-client \
-  docker-registry busybox
+  docker-registry busybox iproute2
 python_env requirements-dev.txt
 # tests/acme: Pebble, Let's Encrypt's test CA, and its DNS, from the Go module proxy (Go >= 1.25).
 go_install github.com/letsencrypt/pebble/v2/cmd/pebble@v2.10.3 \

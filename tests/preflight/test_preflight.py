@@ -359,3 +359,9 @@ def test_synth_with_preflight_reports_the_engine_it_found():
                            capture_output=True, text=True, check=True).stdout.strip()
     assert run.stderr.startswith(f"info: berth: host unix:///var/run/docker.sock: {local} (preflight for up, ")
     assert len(run.stderr.splitlines()) == 1
+
+
+def test_the_second_engine_leaves_the_shared_engines_bridge_alone(tls_engine):
+    """A dockerd with --bridge=none deletes docker0 (moby/moby#26989), breaking every other tier's builds."""
+    shown = subprocess.run(["ip", "-brief", "link", "show", "docker0"], capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.startswith("docker0"), shown.stderr
