@@ -4,7 +4,7 @@ import pulumi
 
 from berth.errors import ConfigError
 from berth.preflight import preflight
-from berth.settings import from_pulumi_config, load_settings
+from berth.settings import from_pulumi_config, insecure_warnings, load_settings
 from berth.settings.release import own_stack, plan_release, release_clock, stack_reference_reader
 from components.release import release_history
 from components.stack import Stack
@@ -20,6 +20,8 @@ for line in release.warnings:
 for line in release.notes:
     pulumi.log.info(line)
 settings = release.settings
+for warning in insecure_warnings(settings):
+    pulumi.log.warn(warning)
 
 preflight(settings)  # reach the host as the provider will; one line per problem, before any resource
 

@@ -29,7 +29,7 @@ from pulumi.runtime.sync_await import _sync_await
 
 from berth import preflight as host_preflight
 from berth.plan.containers import split_image
-from berth.settings import deep_merge, from_stack_files, load_settings
+from berth.settings import RawConfig, deep_merge, from_stack_files, load_settings
 from berth.settings.loader import PROJECT_ROOT
 from berth.settings.release import plan_release, qualified, release_clock
 
@@ -54,7 +54,8 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
     -> that stack's outputs, e.g. ``{"staging": {"release": ...}}``; any other stack has none.
     The release time is SOURCE_DATE_EPOCH if set, else 0, so that two synths diff cleanly.
     """
-    raw = deep_merge(from_stack_files(stack), raw_overrides or {})
+    files = from_stack_files(stack)
+    raw = RawConfig(deep_merge(files, raw_overrides or {}), files.secure, stack)
     if blueprint:
         raw["blueprint"] = blueprint
     settings = load_settings(raw)
@@ -72,7 +73,12 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
         pulumi.runtime.settings.ROOT.set(None)
         pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor,
                                  logger=_logger(), organization=ORGANIZATION)
-        pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})
+        # As the engine hands config to the program: every top-level value a string (objects as JSON),
+        # and the keys that held a `secure:` value marked secret. __main__.py reads it back with
+        # from_pulumi_config(), through the same reading as the stack file above; its warnings (the
+        # stack's allow_insecure opt-outs) reach stderr through pulumi.log, as the CLI shows them.
+        pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()},
+                                      [f"berth:{key}" for key in sorted(raw.secure)])
         with contextlib.nullcontext() if preflight else host_preflight.skipped():
             _sync_await(run_pulumi_func(_run_program))
     finally:

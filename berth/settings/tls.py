@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import AfterValidator, model_validator
 
 from berth.settings.base import BerthModel, Cadence, ImageRef, ResourceAmounts, Resources, Secret, matching
+from berth.settings.reading import MultiLine
 
 if TYPE_CHECKING:
     from berth.settings.root import Settings
@@ -58,7 +59,7 @@ class AcmeSettings(BerthModel):
     eab: ExternalAccountBinding | None = None
     # PEM of the CA that signs the ACME server's own HTTPS certificate, for a private CA or a test
     # server; the image's trust store otherwise.
-    ca_bundle: str | None = None
+    ca_bundle: Annotated[str, MultiLine()] | None = None
     image: ImageRef = CERTBOT_IMAGE
     # certbot is a Python process that wakes twice a day: 256m is a generous ceiling.
     resources: Resources = Resources(limits=ResourceAmounts(memory=256 * 1024**2))

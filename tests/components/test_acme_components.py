@@ -70,9 +70,14 @@ def test_no_container_gets_the_docker_socket(synth_of):
             assert "docker.sock" not in text, record["name"]
 
 
+# Raw synth overrides cannot be `secure:` values: the prod guardrail is opted out of, with the reason.
+PLAIN_IN_TEST = {"plaintext_secret": "a test's raw overrides cannot be secure: values"}
+
+
 def test_eab_hmac_key_stays_secret(synth_with):
     overrides = {"proxy": {"tls": {"acme": {"server": "https://acme.zerossl.com/v2/DV90",
-                                            "eab": {"key_id": "kid-7", "hmac_key": EAB_HMAC}}}}}
+                                            "eab": {"key_id": "kid-7", "hmac_key": EAB_HMAC}}}},
+                 "allow_insecure": PLAIN_IN_TEST}
     masked = synth_with("prod", "praxifi", overrides=overrides)
     certbot = masked.named("proxy-certbot-container")
     assert certbot["inputs"]["envs"] == SECRET
@@ -95,7 +100,8 @@ def test_provided_uploads_the_chain_and_key_as_secrets(synth_with):
     cert = tlsmock.self_signed_cert({"privateKeyPem": key, "subject": {"commonName": "example.com"},
                                      "dnsNames": NAMES.split(","), "validityPeriodHours": 24 * 90})
     synth = synth_with("prod", "praxifi", overrides={"proxy": {"tls": {"mode": "provided", "acme": None,
-                                                                       "certificate": cert, "key": key}}})
+                                                                       "certificate": cert, "key": key}},
+                                                     "allow_insecure": PLAIN_IN_TEST})
     proxy = synth.named("proxy-container")
     uploads = {u["file"]: u["content"] for u in proxy["inputs"]["uploads"]}
     assert uploads["/etc/nginx/tls/cert.pem"] == uploads["/etc/nginx/tls/key.pem"] == SECRET
@@ -109,6 +115,7 @@ def test_a_provided_certificate_close_to_its_end_is_warned_about(synth_with, cap
     cert = tlsmock.self_signed_cert({"privateKeyPem": key, "subject": {"commonName": "example.com"},
                                      "dnsNames": NAMES.split(","), "validityPeriodHours": 24 * 5})
     synth_with("prod", "praxifi", overrides={"proxy": {"tls": {"mode": "provided", "acme": None,
-                                                               "certificate": cert, "key": key}}})
+                                                               "certificate": cert, "key": key}},
+                                             "allow_insecure": PLAIN_IN_TEST})
     [warning] = [r for r in caplog.records if r.levelname == "WARNING" and "proxy.tls.certificate" in r.getMessage()]
     assert "expires on" in warning.getMessage() and "within 14 days: give a renewed one" in warning.getMessage()

@@ -18,7 +18,8 @@ from berth.units import parse_duration
 BASE = {
     "environment": "dev",
     "domain": "example.com",
-    "apps": {"frontend": {"image": "x/f:1", "port": 3000}, "backend": {"image": "x/b:1", "port": 8000}},
+    "apps": {"frontend": {"image": "x/f:1", "port": 3000}, "backend": {"image": "x/b:1", "port": 8000,
+                                                                               "extra_ports": [8001]}},
 }
 WEB = {"server_names": ["{domain}", "www.{domain}"], "routes": [{"path": "/", "app": "frontend"}]}
 SECURITY_HEADERS = [

@@ -57,7 +57,9 @@ def test_prod_running_tags_is_caught():
 
 
 def test_unprotected_volumes_in_prod_are_caught():
-    result = synth("prod", "praxifi", raw_overrides={"protect_data": False})
+    # Settings refuse protect_data: false in prod without an opt-out; the policy pack must catch it even so.
+    result = synth("prod", "praxifi", raw_overrides={
+        "protect_data": False, "allow_insecure": {"unprotected_data": "the policy pack must still catch it"}})
     volumes = sorted(r["inputs"]["name"] for r in result["resources"] if r["type"] == "docker:index/volume:Volume")
     assert "praxifi-prod-redis_data" in volumes
     assert sorted(synth_violations(result, "prod")["berth-data-volumes-protected"]) == [

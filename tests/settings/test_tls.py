@@ -223,7 +223,9 @@ def test_provided_unparsable_pem(assert_config_error, field, value, rule):
     ({"proxy.tls": {"mode": "self-signed", "key": "k"}}, "proxy.tls.key", "is only for tls.mode provided"),
 ])
 def test_provided_needs_both_and_only_there(assert_config_error, changes, path, rule):
-    assert_config_error(path, rule, changes)
+    certificate, key = chain()  # real PEM text: what is missing or misplaced is the only problem
+    pems = {"c": certificate, "k": key}
+    assert_config_error(path, rule, {"proxy.tls": {k: pems.get(v, v) for k, v in changes["proxy.tls"].items()}})
 
 
 def test_check_tls_raises_nothing_for_self_signed(valid):
