@@ -19,6 +19,7 @@ import pulumi_random as random
 
 from berth.plan.containers import (
     SERVICE_RESTART,
+    clean_path,
     docker_name,
     effective_logging,
     env_list,
@@ -237,7 +238,7 @@ def workload_spec(args: ServiceArgs, workload: Workload, env: Mapping[str, str],
         "user": workload.user,
         "read_only": workload.read_only or None,
         "tmpfs": dict(workload.tmpfs) or None,
-        "working_dir": workload.working_dir,
+        "working_dir": clean_path(workload.working_dir) if workload.working_dir else None,
         # A failed job fails this input, so nothing that needs the job starts after it failed.
         "labels": [docker.ContainerLabelArgs(label=f"berth.after.{dep}", value=args.gates[dep])
                    for dep in waits_for(workload) if dep in args.gates] or None,

@@ -5,17 +5,19 @@ Nothing here imports pulumi_docker; components plug these values into resources.
 
 from __future__ import annotations
 
+import posixpath
 import re
 import shlex
 from collections.abc import Mapping
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from berth.settings import SERVICE_NAMES, Cadence, Resources, Settings
 from berth.settings.apps import AppSettings, Workload
 from berth.settings.host import LogSettings
 from berth.settings.release import SERVICE_IMAGES, service_images
-from berth.units import go_duration, mebibytes
+from berth.units import go_duration, mebibytes, nano_cpus, provider_cpus
 
 # Docker's restart policy for data services: back after a crash or a daemon restart, not after `docker stop`.
 SERVICE_RESTART = "unless-stopped"
@@ -94,6 +96,16 @@ def healthcheck(test: list[str], cadence: Cadence) -> dict[str, Any]:
     return check
 
 
+def clean_path(path: str) -> str:
+    """An absolute path as Go's filepath.Clean writes it; docker stores a working_dir so ("/app/" -> "/app").
+
+    The provider reads working_dir back from docker and the field forces a replacement, so "/app/"
+    would replace the container on every up.
+    """
+    cleaned = posixpath.normpath(path)
+    return "/" + cleaned.lstrip("/") if cleaned.startswith("//") else cleaned
+
+
 def http_probe(port: int, path: str, timeout: timedelta) -> list[str]:
     """A CMD-SHELL healthcheck that GETs ``http://127.0.0.1:<port><path>`` and fails on non-2xx."""
     url = shlex.quote(f"http://127.0.0.1:{port}{path}")
@@ -114,12 +126,23 @@ def app_healthcheck_test(app: AppSettings) -> list[str] | None:
 
 
 def resource_args(resources: Resources) -> dict[str, object]:
-    """Limits and reservations as docker container inputs (memory in MiB, CPUs as a string)."""
+    """Limits and reservations as docker container inputs, each in the form the provider reads back.
+
+    - cpus: the provider's own string for the NanoCPUs it stores ("2.0", "0.5", "10."), see
+      `provider_cpus`; settings accept only limits that it reads back as the same number.
+    - memory, memory_swap, memory_reservation: whole MiB.
+    - memory_swap is always written with a memory limit: docker fills in twice the memory when it is
+      left out (docker/docs#9340), the provider reads that back into a field it does not mark
+      Computed, and every `pulumi up` would then update it to 0 without docker taking the change.
+      A host without swap accounting stores -1 instead (hashicorp/terraform#7412): that host diffs.
+    """
     args: dict[str, object] = {}
-    if resources.limits.cpus is not None:
-        args["cpus"] = f"{resources.limits.cpus:g}"
-    if resources.limits.memory is not None:
-        args["memory"] = mebibytes(resources.limits.memory)
+    limits = resources.limits
+    if limits.cpus is not None:
+        args["cpus"] = provider_cpus(nano_cpus(Decimal(repr(limits.cpus))))
+    if limits.memory is not None:
+        args["memory"] = mebibytes(limits.memory)
+        args["memory_swap"] = mebibytes(limits.memory_swap or 2 * limits.memory)
     if resources.reservations.cpus is not None:
         args["cpu_shares"] = round(resources.reservations.cpus * CPU_SHARES_PER_CPU)
     if resources.reservations.memory is not None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from decimal import Decimal
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 from berth.settings.reading import UNDECRYPTED, MultiLine
-from berth.units import parse_bytes, parse_duration
+from berth.units import MIB, nano_cpus, parse_bytes, parse_duration, provider_cpus
 
 
 class BerthModel(BaseModel):
@@ -60,6 +61,44 @@ Grace = Annotated[timedelta, BeforeValidator(parse_duration), AfterValidator(_at
 ByteSize = Annotated[int, BeforeValidator(parse_bytes)]
 Cpus = Annotated[float, BeforeValidator(lambda v: float(v) if isinstance(v, int) and not isinstance(v, bool) else v),
                  Field(gt=0, le=1024)]
+# Docker refuses a memory limit or reservation under 6 MiB; the provider counts memory in whole MiB.
+DOCKER_MIN_MEMORY = 6 * MIB
+# 0.01 CPUs is a CFS quota of 1 ms per 100 ms period, the kernel's smallest.
+MIN_CPU_LIMIT = Decimal("0.01")
+
+
+def _docker_memory(value: int) -> int:
+    if value % MIB:
+        raise ValueError(f"{value} bytes ({value / MIB:.2f} MiB) is not a whole number of MiB, the docker "
+                         "provider's unit")
+    if value < DOCKER_MIN_MEMORY:
+        raise ValueError(f"{value // MIB}m is below docker's minimum of 6m")
+    return value
+
+
+def cpu_limit_rule(value: float) -> str | None:
+    """Why the docker provider cannot keep `value` as a CPU limit, or None when it reads it back unchanged."""
+    exact = Decimal(repr(value))
+    if exact < MIN_CPU_LIMIT:
+        return f"{value:g} is below 0.01, the smallest CPU limit the kernel applies"
+    try:
+        back = provider_cpus(nano_cpus(exact))
+    except ValueError as error:
+        return str(error)
+    if Decimal(back) == exact:
+        return None
+    steps = (exact + k * Decimal("0.001") for k in sorted(range(-50, 51), key=abs) if k)
+    near = [str(c) for c in (Decimal(back), *steps) if c >= MIN_CPU_LIMIT and _kept(c)]
+    return (f"{value:g} CPUs is read back by the docker provider as \"{back}\" (its nanoInt64ToDecimalString "
+            f"rounds it), which would replace the container on every up; use e.g. {' or '.join(near[:2])}")
+
+
+def _kept(cpus: Decimal) -> bool:
+    return Decimal(provider_cpus(nano_cpus(cpus))) == cpus
+
+
+Memory = Annotated[int, BeforeValidator(parse_bytes), AfterValidator(_docker_memory)]
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -151,14 +190,19 @@ class Cadence(BerthModel):
 
 
 class ResourceAmounts(BerthModel):
-    """CPUs and memory, as a limit or a reservation."""
+    """CPUs and memory, as a limit or a reservation; memory_swap (a limit only) is memory plus swap."""
 
     cpus: Cpus | None = None
-    memory: ByteSize | None = None
+    memory: Memory | None = None
+    # docker's --memory-swap; berth writes twice the memory unless it is given (what docker fills in)
+    memory_swap: Memory | None = None
 
 
 class Resources(BerthModel):
-    """CPU and memory limits and reservations, as in compose's deploy.resources."""
+    """CPU and memory limits and reservations, as in compose's deploy.resources.
+
+    A CPU limit must be one the docker provider reads back unchanged (see `cpu_limit_rule`).
+    """
 
     limits: ResourceAmounts = ResourceAmounts()
     reservations: ResourceAmounts = ResourceAmounts()
@@ -171,6 +215,17 @@ class Resources(BerthModel):
                 raise ValueError(f"reservations.{field} ({reserved}) is above limits.{field} ({limit})")
         return self
 
+    @model_validator(mode="after")
+    def _docker_keeps_the_limits(self) -> Resources:
+        limits = self.limits
+        rule = cpu_limit_rule(limits.cpus) if limits.cpus is not None else None
+        if rule:
+            raise ValueError(f"limits.cpus: {rule}")
+        if self.reservations.memory_swap is not None:
+            raise ValueError("reservations.memory_swap: swap is a limit; set limits.memory_swap")
+        if limits.memory_swap is not None and (limits.memory is None or limits.memory_swap < limits.memory):
+            raise ValueError("limits.memory_swap: is memory plus swap, so it needs limits.memory and at least as much")
+        return self
 
 # The options docker's --tmpfs takes (moby's mount.ParseTmpfsOptions): size and mode with a value,
 # and the mount flags.

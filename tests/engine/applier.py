@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ MAPPED_FIELDS: dict[str, dict[str, frozenset[str] | None]] = {
         "logOpts": None,
         "memory": None,
         "memoryReservation": None,
+        "memorySwap": None,
         "cpus": None,
         "cpuShares": None,
         "user": None,
@@ -126,11 +128,14 @@ class JobFailed(ApplyError):
 
 
 def go_duration_ns(text: str) -> int:
-    """Go's time.ParseDuration for the forms berth writes ("1m0s", "10s", "500ms") -> nanoseconds."""
+    """Go's time.ParseDuration for the forms berth writes ("1m0s", "10s", "1.5ms") -> nanoseconds, exactly."""
     parts = _GO_DURATION.findall(text)
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ApplyError(f"{text!r} is not a Go duration")
-    return round(sum(float(n) * _GO_UNIT_NS[u] for n, u in parts))
+    total = sum(Fraction(n) * _GO_UNIT_NS[u] for n, u in parts)
+    if total.denominator != 1:
+        raise ApplyError(f"{text!r} is not a whole number of nanoseconds")
+    return int(total)
 
 
 _HEALTH_FIELDS = {"interval": "Interval", "timeout": "Timeout", "startPeriod": "StartPeriod",
@@ -418,34 +423,39 @@ class Applier:
         return next(i for i in self._indexes(name) if self.records[i]["type"] == CONTAINER)
 
     def _create_container(self, inputs: dict[str, Any], docker_name: str) -> str:
+        """The container as the provider's resourceDockerContainerCreate makes it.
+
+        On the default network mode "bridge", disconnected from bridge, then connected to each of
+        networks_advanced; volumes as Binds ("volume:path:rw"); Init false; memory, memory_swap and
+        memory_reservation in MiB; cpus through docker/cli's ParseCPUs. The read-back tier
+        (readback.py) reads what this leaves on the engine, so anything done differently here
+        would show there as a diff berth does not have.
+        """
         networks = inputs.get("networksAdvanced") or []
         ports = inputs.get("ports") or []
         health = inputs.get("healthcheck")
+        volumes = inputs.get("volumes") or []
         host_config = self.api.create_host_config(
-            network_mode=networks[0]["name"] if networks else None,
-            restart_policy={"Name": inputs["restart"]} if inputs.get("restart") else None,
-            mounts=[docker.types.Mount(target=v["containerPath"], source=v["volumeName"], type="volume",
-                                       read_only=bool(v.get("readOnly", False)))
-                    for v in inputs.get("volumes") or []] or None,
+            network_mode="bridge",
+            restart_policy={"Name": inputs.get("restart", "no"), "MaximumRetryCount": 0},
+            binds=[f"{v['volumeName']}:{v['containerPath']}:{'ro' if v.get('readOnly') else 'rw'}"
+                   for v in volumes] or None,
             port_bindings={f"{p['internal']}/{p.get('protocol', 'tcp')}":
                            (p.get("ip", "0.0.0.0"), p["external"]) if "external" in p else None
                            for p in ports} or None,
             log_config=docker.types.LogConfig(type=inputs["logDriver"], config=inputs.get("logOpts") or {})
             if inputs.get("logDriver") else None,
-            mem_limit=inputs["memory"] * 1024 * 1024 if inputs.get("memory") else None,
-            mem_reservation=inputs["memoryReservation"] * 1024 * 1024 if inputs.get("memoryReservation") else None,
-            nano_cpus=round(float(inputs["cpus"]) * 1e9) if inputs.get("cpus") else None,
+            mem_limit=_mib(inputs.get("memory")),
+            mem_reservation=_mib(inputs.get("memoryReservation")),
+            memswap_limit=_swap(inputs.get("memorySwap")),
+            nano_cpus=parse_cpus(inputs["cpus"]) if inputs.get("cpus") else None,
             cpu_shares=inputs.get("cpuShares"),
             read_only=bool(inputs.get("readOnly", False)) or None,
             tmpfs=dict(inputs["tmpfs"]) if inputs.get("tmpfs") else None,
             ulimits=[docker.types.Ulimit(name=u["name"], soft=u["soft"], hard=u["hard"])
                      for u in inputs.get("ulimits") or []] or None,
         )
-        networking = None
-        if networks:
-            first = networks[0]
-            networking = self.api.create_networking_config(
-                {first["name"]: self.api.create_endpoint_config(aliases=first.get("aliases") or None)})
+        host_config["Init"] = False  # the provider sends init=false unless told otherwise
         config = self.api.create_container_config(
             inputs["image"],
             command=inputs.get("command"),
@@ -456,16 +466,18 @@ class Applier:
             working_dir=inputs.get("workingDir"),
             labels={**_labels(inputs.get("labels")), INSTRUMENT_LABEL: self.stack},
             ports=[(p["internal"], p.get("protocol", "tcp")) for p in ports] or None,
+            volumes=[v["containerPath"] for v in volumes] or None,
             stop_signal=inputs.get("stopSignal"),
             stop_timeout=inputs.get("stopTimeout"),
             host_config=host_config,
-            networking_config=networking,
         )
         if health:  # set after the fact: docker-py's Healthcheck type drops StartInterval
             config["Healthcheck"] = health_config(health)
         cid = self.api.create_container_from_config(config, docker_name)["Id"]
-        for extra in networks[1:]:
-            self.api.connect_container_to_network(cid, extra["name"], aliases=extra.get("aliases") or None)
+        if networks:
+            self.api.disconnect_container_from_network(cid, "bridge")
+        for network in networks:
+            self.api.connect_container_to_network(cid, network["name"], aliases=network.get("aliases") or None)
         return cid
 
     def _upload(self, cid: str, uploads: list[dict[str, Any]]) -> None:
@@ -728,6 +740,28 @@ def _print(line: str) -> None:
 def _autoname(resource_name: str) -> str:
     """Pulumi's autonaming: the resource name and a random suffix of 7 hex digits."""
     return f"{resource_name}-{secrets.token_hex(4)[:7]}"
+
+
+def parse_cpus(text: str) -> int:
+    """docker/cli opts.ParseCPUs, which the provider's Create uses: a decimal times 10^9, exactly."""
+    try:
+        nano = Fraction(text) * 10**9
+    except (ValueError, ZeroDivisionError):
+        raise ApplyError(f"cpus {text!r} is not a rational number") from None
+    if nano.denominator != 1:
+        raise ApplyError(f"cpus {text!r}: value is too precise")
+    return int(nano)
+
+
+def _mib(value: int | None) -> int | None:
+    return value * 1024 * 1024 if value else None
+
+
+def _swap(value: int | None) -> int | None:
+    """memory_swap as the provider's Create sends it: MiB when positive, -1 as it is."""
+    if not value:
+        return None
+    return value * 1024 * 1024 if value > 0 else value
 
 
 def _labels(items: list[dict[str, str]] | None) -> dict[str, str]:

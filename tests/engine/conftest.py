@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 ORDER = (
     "test_every_container_is_healthy",
     "test_jobs_ran_to_exit_0",
+    "test_read_back_matches_synth",
     "test_the_class_covers_its_blueprint",
     "test_excluded_services_are_listed",
     "test_routes_reach_their_apps",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -75,9 +76,25 @@ def excluded(blueprint: str) -> list[tuple[str, str]]:
     return sorted(found, key=lambda item: order[item[0]])
 
 
+def run_overrides() -> dict[str, Any]:
+    """Where this run puts its deployments, so that runs on one shared engine never meet.
+
+    BERTH_ENGINE_ENV names the environment (docker objects become ``<name>-<env>-*``, and leftovers
+    are cleaned by that prefix only); BERTH_ENGINE_PORTS="http,https" moves the proxy's host ports.
+    Unset, the run is Pulumi.engine.yaml's: environment ``engine`` on 18080/18443.
+    """
+    raw: dict[str, Any] = {}
+    if os.environ.get("BERTH_ENGINE_ENV"):
+        raw["environment"] = os.environ["BERTH_ENGINE_ENV"]
+    if os.environ.get("BERTH_ENGINE_PORTS"):
+        http, https = (int(port) for port in os.environ["BERTH_ENGINE_PORTS"].split(","))
+        raw["proxy"] = {"http_port": http, "https_port": https}
+    return raw
+
+
 def overrides(blueprint: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Raw overrides (deep-merged over Pulumi.engine.yaml) for this blueprint."""
-    raw: dict[str, Any] = {}
+    raw: dict[str, Any] = run_overrides()
     apps: dict[str, Any] = {}
     for app, env in ENV.get(blueprint, {}).items():
         apps.setdefault(app, {})["env"] = dict(env)

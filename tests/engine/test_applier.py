@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 
 import pytest
+import readback
 from applier import (
     CONTAINER,
     IMAGE,
     MAPPED_FIELDS,
     NETWORK,
+    VOLUME,
     Applier,
     UnmappedFieldError,
     check_mapped,
@@ -53,6 +55,19 @@ def test_every_emitted_field_is_mapped(synths: dict[str, dict]) -> None:
         assert fields <= set(MAPPED_FIELDS[kind]), (kind, fields - set(MAPPED_FIELDS[kind]))
     print("applier maps, per type: " + "; ".join(f"{k.rsplit(':', 1)[-1]}: {', '.join(sorted(v))}"
                                                   for k, v in MAPPED_FIELDS.items()))
+
+
+def test_every_mapped_field_has_a_read_back_rule(synths: dict[str, dict]) -> None:
+    """What the applier applies, the read-back tier reads back: no field falls between the two."""
+    rules = {CONTAINER: readback.CONTAINER_FIELDS, NETWORK: readback.NETWORK_FIELDS,
+             VOLUME: readback.VOLUME_FIELDS, IMAGE: readback.IMAGE_FIELDS}
+    for kind, fields in MAPPED_FIELDS.items():
+        if kind in rules:
+            assert set(fields) <= set(rules[kind]), (kind, set(fields) - set(rules[kind]))
+    for result in synths.values():
+        for record in result["resources"]:
+            if record["type"] in rules:
+                assert not readback.unknown_fields(record["type"], record["inputs"], rules[record["type"]])
 
 
 def _one(result: dict, kind: str, name: str | None = None) -> tuple[list[dict], dict]:

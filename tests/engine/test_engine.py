@@ -26,7 +26,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from applier import Applier, cleanup
+import readback
+from applier import CONTAINER, INSTRUMENT_LABEL, NETWORK, Applier, cleanup
 from engine_config import (
     BLUEPRINTS,
     EXCLUDED_SERVICES,
@@ -139,6 +140,19 @@ class Deployed:
                          f"(ready {created.t_ready - dep.applier.t_apply_begin:.1f}s into apply)")
         print(f"{dep.blueprint}: healthy after: " + "; ".join(lines))
         print(f"{dep.blueprint}: all healthy {dep.apply_report['seconds']:.1f}s after apply began")
+
+    def test_read_back_matches_synth(self, dep: Deployment) -> None:
+        """Every container, network and volume read back as the provider's Read would: no field differs.
+
+        A difference is what `pulumi preview --expect-no-changes` would show right after `pulumi up`
+        (a replacement for a ForceNew field such as cpus, an update for memory_swap).
+        """
+        problems, counts = readback.check(dep.applier, INSTRUMENT_LABEL)
+        METRICS[dep.blueprint]["read_back_fields"] = sum(counts.values())
+        print(f"{dep.blueprint}: read back " + ", ".join(f"{n} fields of {k.rsplit(':', 1)[-1]}s"
+                                                       for k, n in sorted(counts.items())))
+        assert counts.get(CONTAINER) and counts.get(NETWORK)
+        assert not problems, "perpetual diffs:\n  " + "\n  ".join(problems)
 
     def test_the_class_covers_its_blueprint(self, dep: Deployment) -> None:
         proxy = dep.settings.proxy

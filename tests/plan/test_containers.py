@@ -210,13 +210,16 @@ def resources(limits: dict[str, object] | None = None, reservations: dict[str, o
 
 @pytest.mark.parametrize(("given", "args"), [
     (resources({"cpus": 2, "memory": "4g"}, {"cpus": 1, "memory": "2g"}),
-     {"cpus": "2", "memory": 4096, "cpu_shares": 1024, "memory_reservation": 2048}),
+     {"cpus": "2.0", "memory": 4096, "memory_swap": 8192, "cpu_shares": 1024, "memory_reservation": 2048}),
     (resources({"cpus": 0.5, "memory": "256m"}, {"cpus": 0.1, "memory": "64m"}),
-     {"cpus": "0.5", "memory": 256, "cpu_shares": 102, "memory_reservation": 64}),
-    (resources({"memory": "1.5g"}), {"memory": 1536}),
-    (resources({"memory": 1}), {"memory": 1}),
+     {"cpus": "0.5", "memory": 256, "memory_swap": 512, "cpu_shares": 102, "memory_reservation": 64}),
+    (resources({"cpus": 10, "memory": "1.5g", "memory_swap": "1.5g"}),
+     {"cpus": "10.", "memory": 1536, "memory_swap": 1536}),
+    (resources({"cpus": 1.25, "memory": "6m", "memory_swap": "1g"}),
+     {"cpus": "1.25", "memory": 6, "memory_swap": 1024}),
+    (resources({"cpus": 0.011}), {"cpus": "0.011"}),
     (resources(), {}),
-], ids=["seed", "fractions", "fractional-gib", "rounds-up", "none"])
+], ids=["seed", "fractions", "ten-reads-back-with-a-point", "swap-given", "thousandths", "none"])
 def test_resource_args(given, args):
     assert resource_args(given) == args
 

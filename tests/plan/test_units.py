@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pytest
 
-from berth.units import go_duration, mebibytes, parse_bytes, parse_duration
+from berth.units import go_duration, mebibytes, nano_cpus, parse_bytes, parse_duration, provider_cpus
 
 MiB = 1024**2
 
@@ -59,9 +60,36 @@ def test_parse_duration_rejects(value, message):
     (timedelta(hours=1), "1h0m0s"),
     (timedelta(hours=25, seconds=1), "25h0m1s"),
     (timedelta(days=365), "8760h0m0s"),
+    # below a millisecond and between units, as Go writes them (checked against Go's Duration.String)
+    (timedelta(microseconds=1), "1µs"),
+    (timedelta(microseconds=1500), "1.5ms"),
+    (timedelta(microseconds=999), "999µs"),
+    (timedelta(seconds=1, microseconds=1), "1.000001s"),
+    (timedelta(minutes=1, microseconds=500), "1m0.0005s"),
 ])
 def test_go_duration(value, text):
     assert go_duration(value) == text
+
+
+# nanoInt64ToDecimalString's answers, checked against the provider's Go function
+@pytest.mark.parametrize(("nano", "text"), [
+    (2 * 10**9, "2.0"), (10**9, "1.0"), (10 * 10**9, "10."), (100 * 10**9, "100."), (12 * 10**9, "12.0"),
+    (5 * 10**7, "0.1"), (10**7, "0.0"), (15 * 10**8, "1.5"), (125 * 10**7, "1.25"), (11 * 10**6, "0.011"),
+    (1, "0.0"), (0, "0"),
+])
+def test_provider_cpus(nano, text):
+    assert provider_cpus(nano) == text
+
+
+@pytest.mark.parametrize(("value", "nano"), [("2", 2 * 10**9), ("0.5", 5 * 10**8), ("0.000000001", 1)])
+def test_nano_cpus(value, nano):
+    assert nano_cpus(Decimal(value)) == nano
+
+
+def test_nano_cpus_refuses_what_parse_cpus_calls_too_precise():
+    with pytest.raises(ValueError) as caught:
+        nano_cpus(Decimal("0.0000000001"))
+    assert "more than 9 decimals" in str(caught.value)
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -177,7 +177,8 @@ def test_reservation_above_limit(assert_config_error, changes, rule):
 
 def test_reservation_equal_to_limit_is_fine(valid):
     resources = valid({"apps.backend.resources.reservations": {"cpus": 2, "memory": "4g"}}).apps["backend"].resources
-    assert resources.reservations == resources.limits
+    limits, reservations = resources.limits, resources.reservations
+    assert (reservations.cpus, reservations.memory) == (limits.cpus, limits.memory)
 
 
 @pytest.mark.parametrize("healthcheck", [
