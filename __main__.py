@@ -20,5 +20,8 @@ pulumi.export("networks", {"edge": stack.networks.edge.name, "data": stack.netwo
 pulumi.export("volumes", stack.volumes.names)
 pulumi.export("apps", {name: [c.name for c in app.containers] for name, app in stack.apps.items()})
 pulumi.export("connections", pulumi.Output.secret(stack.connections))
+if stack.backup is not None:
+    # Without it the backups cannot be read: `pulumi stack output --show-secrets backup_password`.
+    pulumi.export("backup_password", stack.backup.password)
 if stack.proxy is not None:
     pulumi.export("urls", stack.urls)

@@ -183,4 +183,7 @@ def stack_images(settings: Settings) -> set[str]:
     refs |= {w.image for w in (*settings.enabled_apps.values(), *settings.enabled_jobs.values())}
     if settings.proxy is not None and settings.proxy.enabled:
         refs.add(settings.proxy.image)
+    backups = settings.backups
+    if backups is not None and backups.enabled and settings.service("postgres") is None:
+        refs.add(backups.base_image)  # the backup image is built FROM it
     return refs

@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, model_validator
 
 from berth.settings.apps import AppSettings, JobSettings
+from berth.settings.backups import BackupSettings, check_backups
 from berth.settings.base import BerthModel, Name, Secret, VolumeName, in_range, matching
 from berth.settings.host import HostSettings, ImageOverrides, LogSettings, Registry
 from berth.settings.proxy import ProxySettings
@@ -30,7 +31,7 @@ CONSOLES = {"kibana": 5601, "minio-console": 9001}
 
 SecretName = Annotated[str, AfterValidator(matching(r"[a-z][a-z0-9_-]{0,62}", "a name of a-z, 0-9, '_' and '-'"))]
 # Names the stack's own components take; an app or job may not take them too.
-RESERVED_NAMES = ("host", "network", "images", "volumes", "proxy")
+RESERVED_NAMES = ("host", "network", "images", "volumes", "proxy", "backup")
 
 
 class GeneratedSecret(BerthModel):
@@ -62,6 +63,7 @@ class Settings(BerthModel):
     apps: dict[Name, AppSettings] = Field(default_factory=dict)
     jobs: dict[Name, JobSettings] = Field(default_factory=dict)
     proxy: ProxySettings | None = None
+    backups: BackupSettings | None = None
 
     # -- derived views, used by validation and by the plan ------------------------------------
 
@@ -138,6 +140,7 @@ class Settings(BerthModel):
         if self.logging.driver == "gelf" and not self.logging.address and not self.service("logstash"):
             raise ValueError("logging.address: driver gelf needs an address, or elk in the stack to send to")
         self._no_cycles()
+        check_backups(self)
         return self
 
     def _no_cycles(self) -> None:

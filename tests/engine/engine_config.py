@@ -76,7 +76,8 @@ def excluded(blueprint: str) -> list[tuple[str, str]]:
 
 def overrides(blueprint: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Raw overrides (deep-merged over Pulumi.engine.yaml) for this blueprint."""
-    raw: dict[str, Any] = {}
+    # Backups are proven in tests/backup (their image is built there); this tier leaves them out.
+    raw: dict[str, Any] = {"backups": {"enabled": False}}
     apps: dict[str, Any] = {}
     for app, env in ENV.get(blueprint, {}).items():
         apps.setdefault(app, {})["env"] = dict(env)
