@@ -1,4 +1,5 @@
-"""Command line: `python -m berth synth --stack NAME [--blueprint NAME] [--format json|tree] [--show-secrets]`."""
+"""Command line: `python -m berth synth --stack NAME [--blueprint NAME] [--format json|tree] [--show-secrets]`,
+`python -m berth backup --stack NAME now|list|check` and `python -m berth restore --stack NAME WHAT`."""
 
 from __future__ import annotations
 
@@ -19,7 +20,16 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--blueprint", help="a file in blueprints/, instead of the stack's own")
     synth.add_argument("--format", choices=("json", "tree"), default="json")
     synth.add_argument("--show-secrets", action="store_true", help="print secret values instead of [secret]")
+    from berth import ops
+
+    ops.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("backup", "restore"):
+        try:
+            return ops.run(args)
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            return EXIT_CONFIG
 
     from berth.synth import render_tree, write_json
     from berth.synth import synth as run_synth

@@ -380,7 +380,10 @@ class Applier:
         begin = time.monotonic()
         output: list[str] = []
         for chunk in self.api.build(path=str(context), dockerfile=str(dockerfile), tag=inputs["imageName"],
-                                    buildargs=dict(build.get("args") or {}), rm=True, forcerm=True, decode=True):
+                                    buildargs=dict(build.get("args") or {}), rm=True, forcerm=True, decode=True,
+                                    # the build's RUN steps fetch Debian packages; host networking does not
+                                    # depend on the default bridge (docker0), which this shared engine may lack
+                                    network_mode="host"):
             if "error" in chunk:
                 raise ApplyError(f"{what}: build of {inputs['imageName']} failed: {chunk['error']}\n"
                                  + "".join(output[-20:]))
