@@ -1,5 +1,8 @@
-"""Command line: `python -m berth synth --stack NAME [--blueprint NAME] [--format json|tree] [--show-secrets]`,
-`python -m berth backup --stack NAME now|list|check` and `python -m berth restore --stack NAME WHAT`."""
+"""Command line: `python -m berth synth|backup|restore --stack NAME ...`.
+
+`synth [--blueprint NAME] [--format json|tree] [--show-secrets]` prints the desired state;
+`backup now|list|check` and `restore WHAT` run in the stack's backup container (berth/ops.py).
+"""
 
 from __future__ import annotations
 

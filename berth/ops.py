@@ -33,7 +33,7 @@ class OpsError(Exception):
     """A command that cannot run as asked; the message says why."""
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_commands(commands: argparse._SubParsersAction) -> None:
     """The `backup` and `restore` subcommands."""
     backup = commands.add_parser("backup", help="run, list or check a stack's backups (in its backup container)")
     backup.add_argument("--stack", required=True)
@@ -141,8 +141,9 @@ class Ops:
         if what in ("postgres.globals", "rabbitmq") and not in_place:
             return self.exec(*restore, "dump", what)
         if what == "rabbitmq":
-            print("berth: importing RabbitMQ's definitions into rabbitmq: users, vhosts, permissions, queues, exchanges "
-                  "and policies of the snapshot are created or overwritten; nothing else is deleted", file=sys.stderr)
+            print("berth: importing RabbitMQ's definitions into rabbitmq: users, vhosts, permissions, queues, "
+                  "exchanges and policies of the snapshot are created or overwritten; nothing else is deleted",
+                  file=sys.stderr)
             return self.exec(*restore, "rabbitmq")
         if what == "redis":
             return self._restore_redis(restore, stamp, in_place)

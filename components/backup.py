@@ -56,7 +56,8 @@ class Backup(pulumi.ComponentResource):
             placement=Placement(networks=networks, aliases=["backup"]),
             health=(plan.healthcheck_test(), section.healthcheck),
             volumes={plan.BACKUPS_DIR: self.volume.name},
-            read_only_volumes={f"{plan.VOLUMES_DIR}/{volume}": args.volumes[volume] for volume in plan.volumes(settings)},
+            read_only_volumes={f"{plan.VOLUMES_DIR}/{volume}": args.volumes[volume]
+                               for volume in plan.volumes(settings)},
             uploads=self._uploads(args),
             fixed_name=docker_name(settings, "backup"),
             grace=section.stop_grace,

@@ -62,7 +62,8 @@ class Stack(pulumi.ComponentResource):
                 app = self.apps[name_] = AppService(name_, args, on_host)
                 args = replace(args, after={**args.after, name_: app})
         self.proxy = NginxProxy("proxy", args, on_host) if settings.proxy and settings.proxy.enabled else None
-        self.backup = Backup("backup", args, self.images, on_host) if settings.backups and settings.backups.enabled else None
+        backups = settings.backups is not None and settings.backups.enabled
+        self.backup = Backup("backup", args, self.images, on_host) if backups else None
         self.urls = site_urls(settings)
         self.register_outputs({"apps": list(self.apps), "services": list(self.services)})
 

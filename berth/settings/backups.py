@@ -6,10 +6,21 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import urlsplit
 
-from croniter import croniter
+from croniter import croniter  # type: ignore[import-untyped]
 from pydantic import AfterValidator, model_validator
 
-from berth.settings.base import BerthModel, Cadence, Duration, EnvName, ImageRef, Name, Secret, VolumeName, in_range, matching
+from berth.settings.base import (
+    BerthModel,
+    Cadence,
+    Duration,
+    EnvName,
+    ImageRef,
+    Name,
+    Secret,
+    VolumeName,
+    in_range,
+    matching,
+)
 
 if TYPE_CHECKING:
     from berth.settings.root import Settings
@@ -62,8 +73,10 @@ class Retention(BerthModel):
 
 
 class Repository(BerthModel):
-    """An off-host restic repository: ``sftp://user@host[:port]/path``, ``s3:https://host/bucket[/path]``
-    or ``rest:https://[user:pass@]host[:port]/path``."""
+    """An off-host restic repository.
+
+    ``sftp://user@host[:port]/path``, ``s3:https://host/bucket[/path]`` or ``rest:https://[user:pass@]host[:port]/path``.
+    """
 
     url: str
     # Backend credentials as restic reads them from its environment, e.g. AWS_ACCESS_KEY_ID.
