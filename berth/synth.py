@@ -44,6 +44,9 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
     settings = load_settings(raw)
     mocks = SynthMocks()
     monitor = RecordingMonitor(mocks, reveal)
+    # A fresh root stack resource: set_mocks keeps an existing one, and with it the exports of an
+    # earlier synth in this process (a stack without backups would still show backup_password).
+    pulumi.runtime.settings.ROOT.set(None)
     pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})
     _sync_await(run_pulumi_func(_run_program))

@@ -183,9 +183,9 @@ REDIS_RESTORE_SH = _script("redis-restore.sh")
 
 
 def periods(settings: Settings) -> str:
-    """/berth/periods read by health.sh: each backup schedule's name and period in seconds."""
-    return "".join(f"{job['name']} {job['period_seconds']}\n" for job in schedules(settings)
-                   if job["name"] != "check")
+    """/berth/periods, read by health.sh and backup.sh: each backup schedule's name, period (s) and items."""
+    return "".join(f"{job['name']} {job['period_seconds']} {' '.join(job['command'][4:])}\n"  # type: ignore[index]
+                   for job in schedules(settings) if job["name"] != "check")
 
 
 def scripts(settings: Settings) -> dict[str, str]:

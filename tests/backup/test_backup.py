@@ -57,6 +57,18 @@ def files_digest(dep: Deployed, volume: str) -> dict[str, str]:
     return {line.split(None, 1)[1]: line.split(None, 1)[0] for line in out.decode().splitlines()}
 
 
+def redis_values(box, *connect: str) -> dict[str, str]:  # noqa: ANN001
+    """Every key of a Redis and its DUMP (type, value and TTL-less encoding) in hex, read in one exec."""
+    cli = " ".join(["redis-cli", *connect])
+    script = (f"{cli} --scan | sort | while read -r key; do printf '%s ' \"$key\"; "
+              f"{cli} --raw dump \"$key\" | od -An -v -tx1 | tr -d ' \\n'; echo; done")
+    code, out = box.exec_run(["sh", "-c", script])
+    assert code == 0, out
+    values = dict(line.split(" ", 1) for line in out.decode().splitlines())
+    assert all(values.values()), values  # every key has a value
+    return values
+
+
 def empty_volume(dep: Deployed, volume: str) -> None:
     """Delete every file of a docker volume (as root, in a throwaway container of the backup image)."""
     image = dep.engine.api.inspect_container(dep.name("backup"))["Image"]
@@ -138,9 +150,8 @@ class TestPraxifi:
     def redis(self, dep: Deployed, *args: str) -> bytes:
         return dep.engine.containers.get(dep.name("redis")).exec_run(["redis-cli", "--raw", *args]).output
 
-    def redis_state(self, dep: Deployed) -> dict[bytes, bytes]:
-        keys = sorted(self.redis(dep, "--scan").split())
-        return {key: self.redis(dep, "dump", key.decode()) for key in keys}
+    def redis_state(self, dep: Deployed) -> dict[str, str]:
+        return redis_values(dep.engine.containers.get(dep.name("redis")))
 
     def test_round_trip_redis_and_volumes(self, praxifi: Deployed) -> None:
         dep = praxifi
@@ -191,7 +202,7 @@ class TestPraxifi:
             assert files_digest(dep, dep.name(volume)) == digests[volume]
         assert dep.engine.api.inspect_container(backend)["State"]["Running"]
 
-    def rdb_keys(self, dep: Deployed, volume: str) -> dict[bytes, bytes]:
+    def rdb_keys(self, dep: Deployed, volume: str) -> dict[str, str]:
         """The keys of an RDB in a volume, as a Redis server started on it (the stack's image) serves them."""
         image = dep.engine.api.inspect_container(dep.name("redis"))["Image"]
         box = dep.engine.containers.run(image, ["redis-server", "--port", "0", "--unixsocket", "/tmp/r.sock",
@@ -203,9 +214,7 @@ class TestPraxifi:
                 if b"PONG" in box.exec_run(["redis-cli", "-s", "/tmp/r.sock", "ping"]).output:
                     break
                 time.sleep(0.1)
-            keys = sorted(box.exec_run(["redis-cli", "-s", "/tmp/r.sock", "--raw", "--scan"]).output.split())
-            return {k: box.exec_run(["redis-cli", "-s", "/tmp/r.sock", "--raw", "dump", k.decode()]).output
-                    for k in keys}
+            return redis_values(box, "-s", "/tmp/r.sock")
         finally:
             box.remove(force=True)
 
@@ -232,13 +241,13 @@ class TestPraxifi:
         assert praxifi.health() == "healthy"
 
     def test_retention_keeps_exactly_the_policy(self, praxifi: Deployed) -> None:
-        """Each blueprint's policy, on snapshots with set times (three a day for 120 days), in a scratch repository."""
+        """Each blueprint's policy, on snapshots with set times (two a day for 40 days), in a scratch repository."""
         backup = praxifi.name("backup")
         script = ("set -e; . /berth/lib.sh; export RESTIC_REPOSITORY=/tmp/retention; rm -rf /tmp/retention; "
                   "restic init -q; echo x >/tmp/f; "
                   "while read -r t; do restic backup -q --host h --tag berth --time \"$t\" /tmp/f; done </tmp/times")
         start = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
-        times = [start + timedelta(hours=8 * i) for i in range(360)]
+        times = [start + timedelta(hours=12 * i) for i in range(80)]
         text = "".join(f"{t:%Y-%m-%d %H:%M:%S}\n" for t in times)
         praxifi.engine.api.put_archive(backup, "/tmp", _tar("times", text.encode()))
         praxifi.exec(backup, "sh", "-c", script)
@@ -270,6 +279,20 @@ class TestPraxifi:
         assert {u["file"]: u["content"] for u in uploads}["/run/berth/restic-password"] == "[secret]"
         # ...while the container does hold it, as an uploaded file (not in its env or config)
         assert praxifi.exec(backup, "cat", "/run/berth/restic-password") == password
+
+    def test_health_turns_unhealthy_when_the_last_success_is_too_old(self, praxifi: Deployed) -> None:
+        """Runs held back (the run lock taken) and the last success 3 periods ago: unhealthy; a run heals it."""
+        backup = praxifi.name("backup")
+        praxifi.wait_health("healthy")
+        holder = praxifi.engine.api.exec_create(backup, ["flock", "/backups/state/lock", "sleep", "25"])
+        praxifi.engine.api.exec_start(holder["Id"], detach=True)
+        time.sleep(1)
+        praxifi.exec(backup, "sh", "-c", "echo $(($(date +%s) - 180)) >/backups/state/last-success-backup")
+        praxifi.wait_health("unhealthy", timeout=20)
+        probe = praxifi.engine.api.inspect_container(backup)["State"]["Health"]["Log"][-1]["Output"]
+        assert re.search(r"backup: last success 1[89]\ds ago", probe), probe
+        assert "ok schedule=manual" in run(praxifi, "backup", "now").stdout  # waits for the lock; covers every item
+        praxifi.wait_health("healthy", timeout=20)
 
     def test_corruption_fails_check_health_and_cli(self, praxifi: Deployed) -> None:
         """Bytes flipped in a pack file: check fails, the container turns unhealthy, the CLI exits non-zero."""

@@ -103,3 +103,4 @@ def test_off_host_repositories_reach_out_through_the_edge_network_with_secret_ke
 def test_no_backups_section_no_backup_component():
     result = synth("dev", "praxifi", raw_overrides={"backups": {"enabled": False}})
     assert not [r for r in result["resources"] if r["name"].startswith("backup")]
+    assert "backup_password" not in result["outputs"]  # nor an earlier synth's export

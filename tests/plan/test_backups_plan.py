@@ -37,7 +37,7 @@ def test_one_backup_job_per_schedule_and_the_check():
     ]
     assert [j["period_seconds"] for j in jobs] == [86400, 604800, 604800]
     assert json.loads(plan.schedule_json(settings()))["jobs"] == jobs
-    assert plan.periods(settings()) == "backup 86400\nbackup-rabbitmq 604800\n"
+    assert plan.periods(settings()) == "backup 86400 postgres\nbackup-rabbitmq 604800 rabbitmq\n"
 
 
 @pytest.mark.parametrize(("retention", "flags"), [

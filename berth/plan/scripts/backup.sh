@@ -97,5 +97,10 @@ if [ -n "$failed" ]; then
   log "FAILED $summary failed=$(echo $failed | tr ' ' ',')"
   exit 1
 fi
-now >"$STATE/last-success-$schedule"
+# A run is a success for every schedule whose items it backed up (a manual run of everything too).
+while read -r name seconds its; do
+  covered=yes
+  for it in $its; do case " $* " in *" $it "*) ;; *) covered=no ;; esac; done
+  [ "$covered" = no ] || now >"$STATE/last-success-$name"
+done </berth/periods
 log "ok $summary"

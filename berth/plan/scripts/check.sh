@@ -11,7 +11,7 @@ for repo in $REPOSITORIES; do
   fi
 done
 if [ -n "$failed" ]; then
-  echo "$failed" >"$STATE/check-failed"
+  echo $failed >"$STATE/check-failed"
   log "check FAILED repositories=$(echo $failed | tr ' ' ',') subset=$CHECK_SUBSET duration=$(($(now) - start))s"
   exit 1
 fi

@@ -5,7 +5,7 @@
 if [ -s "$STATE/check-failed" ]; then echo "last check failed: $(cat "$STATE/check-failed")"; exit 1; fi
 started=$(cat "$STATE/started" 2>/dev/null || now)
 status=0
-while read -r name seconds; do
+while read -r name seconds _items; do
   last=$(cat "$STATE/last-success-$name" 2>/dev/null || echo "$started")
   age=$(($(now) - last))
   if [ "$age" -gt $((seconds * 2)) ]; then echo "$name: last success ${age}s ago"; status=1; fi
