@@ -49,8 +49,11 @@ class Backup(pulumi.ComponentResource):
             # The base image is pulled (or present) before the build starts FROM it.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[images]),
         )
+        # Containers run an image ID, as with every pulled image: the built tag, read back locally.
+        self.image_id = docker.RemoteImage(f"{name}-image-id", name=self.image.image_name, keep_locally=True,
+                                           opts=pulumi.ResourceOptions(parent=self)).image_id
         networks = [args.data_network] + ([args.edge_network] if section.repositories else [])
-        self.container = container(f"{name}-container", replace(args, images={IMAGE_KEY: self.image.image_name}),
+        self.container = container(f"{name}-container", replace(args, images={IMAGE_KEY: self.image_id}),
                                    ContainerSpec(
             image=IMAGE_KEY,
             placement=Placement(networks=networks, aliases=["backup"]),

@@ -241,13 +241,15 @@ class TestPraxifi:
         assert praxifi.health() == "healthy"
 
     def test_retention_keeps_exactly_the_policy(self, praxifi: Deployed) -> None:
-        """Each blueprint's policy, on snapshots with set times (two a day for 40 days), in a scratch repository."""
+        """Each blueprint's policy, on snapshots with set times (one a day for 40 days, two on the last four),
+        in a scratch repository: restic keeps exactly the snapshots its documented algorithm keeps."""
         backup = praxifi.name("backup")
         script = ("set -e; . /berth/lib.sh; export RESTIC_REPOSITORY=/tmp/retention; rm -rf /tmp/retention; "
                   "restic init -q; echo x >/tmp/f; "
                   "while read -r t; do restic backup -q --host h --tag berth --time \"$t\" /tmp/f; done </tmp/times")
         start = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
-        times = [start + timedelta(hours=12 * i) for i in range(80)]
+        times = [start + timedelta(days=i) for i in range(40)]
+        times += [start + timedelta(days=i, hours=12) for i in range(36, 40)]  # two on each of the last days
         text = "".join(f"{t:%Y-%m-%d %H:%M:%S}\n" for t in times)
         praxifi.engine.api.put_archive(backup, "/tmp", _tar("times", text.encode()))
         praxifi.exec(backup, "sh", "-c", script)

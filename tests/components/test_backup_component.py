@@ -29,7 +29,8 @@ def praxifi() -> dict:
 def test_one_component_with_its_children(apf):
     assert apf["backup"]["type"] == "berth:backup:Backup"
     children = {name for name, r in apf.items() if name != "result" and r["parent"] == "backup"}
-    assert children == {"backup-restic-password", "backup-repository", "backup-image", "backup-container"}
+    assert children == {"backup-restic-password", "backup-repository", "backup-image", "backup-image-id",
+                        "backup-container"}
 
 
 def test_the_repository_password_is_generated_and_exported_secret(apf):
@@ -60,6 +61,8 @@ def test_the_image_is_built_from_the_stacks_postgres_image(apf):
     assert image["inputs"]["skipPush"] is True
     assert image["inputs"]["imageName"].startswith("ai-present-finder-prod-backup:")
     assert "images-postgres-16" in image["options"]["depends_on"]  # the base is pulled first
+    # the container runs the built image's ID, read back locally by its tag (synth's mock ID is the name)
+    assert apf["backup-image-id"]["inputs"] == {"name": image["inputs"]["imageName"], "keepLocally": True}
     assert apf["backup-container"]["inputs"]["image"] == image["inputs"]["imageName"]
 
 
