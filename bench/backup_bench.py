@@ -6,9 +6,10 @@ A pgbench database (scale 70 is about 1.05 GB) in the engine tier's Postgres sta
 backup image (images/backup, built FROM that Postgres image) beside it on a network of its own. Timed,
 each in the backup container:
 - plain: `pg_dump -Fc` to a file, and `pg_restore` of that file into a new database;
-- berth: what backup.sh does (`pg_dump -Fc -Z0 | restic backup --stdin`, restic compressing), twice
+- berth: what backup.sh does (`pg_dump -Fc | restic backup --stdin`), twice
   (the second of unchanged data), and what restore.sh does (`restic dump | pg_restore`);
-then the repository's size against the plain dump's. Ratios are printed; nothing is asserted.
+then the repository's size against the plain dump's, and the -Z0 alternative for comparison.
+Ratios are printed; nothing is asserted.
 Everything it creates is named `berth-bench-backup-*` and removed at the end.
 """
 
@@ -61,9 +62,13 @@ def main() -> int:
         plain, _ = sh(box, "pg_dump -Fc -d bench -f /tmp/plain.dump")
         _, dump_size = sh(box, "stat -c %s /tmp/plain.dump")
         sh(box, "restic init -q --repository-version 2")
-        first, _ = sh(box, "pg_dump -Fc -Z0 -d bench | restic backup -q --stdin --stdin-filename postgres/bench.dump")
-        second, _ = sh(box, "pg_dump -Fc -Z0 -d bench | restic backup -q --stdin --stdin-filename postgres/bench.dump")
+        first, _ = sh(box, "pg_dump -Fc -d bench | restic backup -q --stdin --stdin-filename postgres/bench.dump")
+        second, _ = sh(box, "pg_dump -Fc -d bench | restic backup -q --stdin --stdin-filename postgres/bench.dump")
         _, repo_size = sh(box, "du -sb /repo | cut -f1")
+        sh(box, "restic init -q --repository-version 2 -r /repo-z0")
+        z0 = "pg_dump -Fc -Z0 -d bench | restic -r /repo-z0 backup -q --stdin --stdin-filename b.dump"
+        z0_first, _ = sh(box, z0)
+        z0_second, _ = sh(box, z0)
         restore_plain, _ = sh(box, "createdb r1 && pg_restore -d r1 /tmp/plain.dump")
         restore_berth, _ = sh(box, "createdb r2 && restic dump latest /postgres/bench.dump | pg_restore -d r2")
         _, rows = sh(box, "for d in bench r1 r2; do psql -XAtc 'SELECT count(*), sum(abalance) FROM pgbench_accounts' "
@@ -73,6 +78,8 @@ def main() -> int:
         print(f"berth backup (first):            {first:7.1f}s  ratio {first / plain:.2f}x  (goal <= 1.25x)")
         print(f"berth backup (unchanged data):   {second:7.1f}s  ratio {second / first:.2f}x of the first "
               "(goal <= 0.2x)")
+        print(f"  (the alternative, pg_dump -Z0 and restic compressing: first {z0_first:.1f}s = "
+              f"{z0_first / plain:.2f}x, unchanged {z0_second:.1f}s = {z0_second / z0_first:.2f}x of its first)")
         print(f"pg_restore of the file:          {restore_plain:7.1f}s")
         print(f"berth restore (restic dump |):   {restore_berth:7.1f}s  ratio {restore_berth / restore_plain:.2f}x "
               "(goal <= 1.25x)")

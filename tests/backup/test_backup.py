@@ -260,6 +260,9 @@ class TestPraxifi:
             kept = sorted(datetime.fromisoformat(s["time"].replace("Z", "+00:00")).replace(microsecond=0)
                           for group in json.loads(out) for s in group["keep"])
             assert kept == sorted(expected_kept(times, retention)), blueprint
+            if blueprint == "praxifi":  # by hand: daily 7 keeps the last snapshot of each of the last 7 days
+                assert kept == [start + timedelta(days=d) for d in (33, 34, 35)] + [
+                    start + timedelta(days=d, hours=12) for d in (36, 37, 38, 39)]
         praxifi.exec(backup, "rm", "-rf", "/tmp/retention")
 
     def test_the_password_appears_nowhere(self, praxifi: Deployed) -> None:
