@@ -1,53 +1,17 @@
 #!/usr/bin/env bash
 # Local Docker engine + berth's real-engine test images (idempotent).
 #
-#   bash .ci/engine.sh
+#   bash .ci/engine.sh [NAME ...]
 #
-# 1. installs docker.io, debootstrap (and python3) from Debian if missing (postinst starts nothing),
-# 2. starts dockerd in the background when `docker info` fails (log: /tmp/dockerd.log),
-# 3. builds the berth-engine/* images (tests/engine/images/build.py; cached by content).
-# Needs root. No registry is used: the base image comes from debootstrap.
+# Installs docker.io and debootstrap from Debian if missing and starts dockerd when `docker info`
+# fails (both through scripts/setup.sh, as the test and deploy scripts do), then builds the
+# berth-engine/* images (tests/engine/images/build.py; cached by content). Needs root. No registry
+# is used: the base image comes from debootstrap.
 set -euo pipefail
-cd "$(dirname "$(readlink -f "$0")")/.."
+source "$(dirname "$(readlink -f "$0")")/../scripts/setup.sh"
+cd "$ROOT"
 
-die() { echo "engine.sh: $*" >&2; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "must run as root"
-
-install_packages() {
-  local want=() p
-  for p in docker.io debootstrap; do
-    dpkg -s "$p" >/dev/null 2>&1 || want+=("$p")
-  done
-  command -v python3 >/dev/null || want+=(python3)
-  [ ${#want[@]} -gt 0 ] || return 0
-  echo "engine.sh: installing ${want[*]}"
-  # Without an init system, postinst would try to start services: policy-rc.d says no.
-  local prc=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
-    chmod +x /usr/sbin/policy-rc.d
-    prc=1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}"
-  [ $prc = 0 ] || rm -f /usr/sbin/policy-rc.d
-}
-
-ensure_dockerd() {
-  docker info >/dev/null 2>&1 && return 0
-  echo "engine.sh: starting dockerd (log: /tmp/dockerd.log)"
-  nohup dockerd >>/tmp/dockerd.log 2>&1 </dev/null &
-  local pid=$! _
-  for _ in $(seq 120); do
-    docker info >/dev/null 2>&1 && return 0
-    kill -0 "$pid" 2>/dev/null || break   # dockerd exited: no point in waiting
-    sleep 0.5
-  done
-  tail -5 /tmp/dockerd.log >&2 || true
-  die "dockerd did not come up; see /tmp/dockerd.log"
-}
-
-install_packages
-ensure_dockerd
+[ "$(id -u)" = 0 ] || { echo "engine.sh: must run as root" >&2; exit 1; }
+apt_install docker.io debootstrap python3
+docker_engine
 exec python3 tests/engine/images/build.py "$@"

@@ -1,6 +1,7 @@
 """Command line: `python -m berth synth|backup|restore --stack NAME ...`.
 
-`synth [--blueprint NAME] [--format json|tree] [--show-secrets]` prints the desired state;
+`synth [--blueprint NAME] [--format json|tree] [--show-secrets] [--preflight]` prints the desired state;
+`--preflight` reaches the stack's Docker host first, as `pulumi preview` does; synth is offline without it.
 `backup now|list|check` and `restore WHAT` run in the stack's backup container (berth/ops.py).
 """
 
@@ -11,6 +12,7 @@ import sys
 
 from berth.errors import ConfigError
 
+EXIT_HOST = 1
 EXIT_CONFIG = 2
 
 
@@ -23,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--blueprint", help="a file in blueprints/, instead of the stack's own")
     synth.add_argument("--format", choices=("json", "tree"), default="json")
     synth.add_argument("--show-secrets", action="store_true", help="print secret values instead of [secret]")
+    synth.add_argument("--preflight", action="store_true", help="reach the stack's Docker host first, as preview does")
     from berth import ops
 
     ops.add_commands(commands)
@@ -34,14 +37,22 @@ def main(argv: list[str] | None = None) -> int:
             print(error, file=sys.stderr)
             return EXIT_CONFIG
 
+    import pulumi
+
     from berth.synth import render_tree, write_json
     from berth.synth import synth as run_synth
 
     try:
-        result = run_synth(args.stack, args.blueprint, reveal=args.show_secrets)
+        result = run_synth(args.stack, args.blueprint, reveal=args.show_secrets, preflight=args.preflight)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return EXIT_CONFIG
+    except pulumi.RunError as error:  # the host preflight's problems, one per line
+        print(error, file=sys.stderr)
+        return EXIT_HOST
+    if not args.preflight:
+        print(f"berth: synth skips the host preflight ({result['outputs']['host']} is not contacted); "
+              "--preflight runs it", file=sys.stderr)
     print(write_json(result) if args.format == "json" else render_tree(result))
     return 0
 

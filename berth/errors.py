@@ -21,3 +21,20 @@ class ConfigError(ValueError):
     def one(cls, path: str, rule: str) -> ConfigError:
         """A ConfigError with a single problem."""
         return cls([(path, rule)])
+
+
+class Problems(ValueError):
+    """Raised by a settings validator that found several problems: each ``(path, rule)`` becomes a line.
+
+    Paths are relative to the model that raised it; the loader puts the model's own path in front.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{path}: {rule}" if path else rule for path, rule in problems))
+
+    @classmethod
+    def check(cls, problems: list[tuple[str, str]]) -> None:
+        """Raise the problems found, if there are any."""
+        if problems:
+            raise cls(problems)

@@ -9,11 +9,15 @@ state can be applied as it is.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import os
 import runpy
 import secrets
 import string
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,33 +27,63 @@ from pulumi.runtime import mocks as pulumi_mocks
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from berth.settings import deep_merge, from_stack_files, load_settings
+from berth import preflight as host_preflight
+from berth.plan.containers import split_image
+from berth.settings import RawConfig, deep_merge, from_stack_files, load_settings
 from berth.settings.loader import PROJECT_ROOT
+from berth.settings.release import plan_release, qualified, release_clock
 
 SECRET = "[secret]"
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+# The organization of a self-managed backend (Pulumi's own default), in which StackReferences are named.
+ORGANIZATION = "organization"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 _RESOURCE_SIG = "5cf8f73096256a8f31e491e813e4eb8e"
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
 
 
 def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
-          raw_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+          raw_overrides: dict[str, Any] | None = None, preflight: bool = False,
+          references: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The desired state of a stack: validated settings first (ConfigError before anything runs).
 
     ``raw_overrides`` is deep-merged over the stack file's config, as `pulumi config set` would be.
+    The host preflight is skipped (synth is offline) unless ``preflight`` asks for it; a problem
+    it finds raises pulumi.RunError, as in `pulumi preview`.
+    ``references`` answers StackReferences: stack name (``staging`` or ``organization/berth/staging``)
+    -> that stack's outputs, e.g. ``{"staging": {"release": ...}}``; any other stack has none.
+    The release time is SOURCE_DATE_EPOCH if set, else 0, so that two synths diff cleanly.
     """
-    raw = deep_merge(from_stack_files(stack), raw_overrides or {})
+    files = from_stack_files(stack)
+    raw = RawConfig(deep_merge(files, raw_overrides or {}), files.secure, stack)
     if blueprint:
         raw["blueprint"] = blueprint
     settings = load_settings(raw)
-    mocks = SynthMocks()
-    monitor = RecordingMonitor(mocks, reveal)
-    # A fresh root stack resource: set_mocks keeps an existing one, and with it the exports of an
-    # earlier synth in this process (a stack without backups would still show backup_password).
-    pulumi.runtime.settings.ROOT.set(None)
-    pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor)
-    pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()})
-    _sync_await(run_pulumi_func(_run_program))
+    own = f"{ORGANIZATION}/berth/{stack}"
+    answers = {qualified(name, own): outputs for name, outputs in (references or {}).items()}
+    fixed_clock = "SOURCE_DATE_EPOCH" not in os.environ
+    os.environ.setdefault("SOURCE_DATE_EPOCH", "0")
+    try:
+        # Promotion and rollback refusals too are ConfigErrors before anything runs, as in the program.
+        plan_release(settings, lambda name, output: answers.get(name, {}).get(output), own, release_clock())
+        mocks = SynthMocks(answers)
+        monitor = RecordingMonitor(mocks, reveal)
+        # set_mocks keeps a root Stack made by an earlier synth in this process, with that stack's name
+        # and outputs: each synth needs its own.
+        pulumi.runtime.settings.ROOT.set(None)
+        pulumi.runtime.set_mocks(mocks, project="berth", stack=stack, preview=False, monitor=monitor,
+                                 logger=_logger(), organization=ORGANIZATION)
+        # As the engine hands config to the program: every top-level value a string (objects as JSON),
+        # and the keys that held a `secure:` value marked secret. __main__.py reads it back with
+        # from_pulumi_config(), through the same reading as the stack file above; its warnings (the
+        # stack's allow_insecure opt-outs) reach stderr through pulumi.log, as the CLI shows them.
+        pulumi.runtime.set_all_config({f"berth:{key}": _encode(value) for key, value in raw.items()},
+                                      [f"berth:{key}" for key in sorted(raw.secure)])
+        with contextlib.nullcontext() if preflight else host_preflight.skipped():
+            _sync_await(run_pulumi_func(_run_program))
+    finally:
+        if fixed_clock:
+            del os.environ["SOURCE_DATE_EPOCH"]
     return {
         "stack": stack,
         "blueprint": settings.blueprint,
@@ -59,13 +93,39 @@ def synth(stack: str, blueprint: str | None = None, reveal: bool = False,
     }
 
 
+def _logger() -> logging.Logger:
+    """The program's pulumi.log lines (the preflight's engine line, warnings) on stderr, as the CLI shows them."""
+    logger = logging.getLogger("berth.synth")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_CliFormat())
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+class _CliFormat(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
+
+
 def _run_program() -> None:
     """Berth's own __main__.py, as `pulumi up` runs it."""
     runpy.run_path(str(PROJECT_ROOT / "__main__.py"), run_name="__main__")
 
 
 class SynthMocks(pulumi.runtime.Mocks):
-    """Answers like the providers would: names, image IDs, exit codes, passwords and certificates."""
+    """Answers like the providers would: names, image IDs, exit codes, passwords and certificates.
+
+    A RemoteImage's repo digest is the reference itself when it names a digest, else a made-up
+    ``repo@sha256:<hash of the reference>``, stable from run to run. A StackReference answers with
+    the outputs given for its stack, or none.
+    """
+
+    def __init__(self, references: dict[str, dict[str, Any]] | None = None) -> None:
+        super().__init__()
+        self.references = references or {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
         """Outputs for one resource, deterministic except for generated secrets."""
@@ -73,8 +133,12 @@ class SynthMocks(pulumi.runtime.Mocks):
         digest = hashlib.sha256(f"{args.typ}::{args.name}".encode()).hexdigest()
         if args.typ.startswith("docker:") and "name" not in state:
             state["name"] = f"{args.name}-{digest[:7]}"  # Pulumi's autonaming: name plus a random suffix
+        if args.typ == STACK_REFERENCE:
+            outputs = self.references.get(state["name"], {})
+            return state["name"], {"name": state["name"], "outputs": outputs, "secretOutputNames": []}
         if args.typ == "docker:index/remoteImage:RemoteImage":
             state["imageId"] = state["name"]
+            state["repoDigest"] = _repo_digest(state["name"])
         elif args.typ == "docker:index/container:Container":
             state["exitCode"] = 0
         elif args.typ == "random:index/randomPassword:RandomPassword":
@@ -121,6 +185,13 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
                 },
             })
         return response
+
+
+def _repo_digest(ref: str) -> str:
+    if "@sha256:" in ref:
+        return ref
+    repository = split_image(ref)[0]
+    return f"{repository}@sha256:{hashlib.sha256(ref.encode()).hexdigest()}"
 
 
 def _tls_outputs(typ: str, inputs: dict[str, Any]) -> dict[str, str]:

@@ -46,18 +46,17 @@ class Backup(pulumi.ComponentResource):
             build=docker.DockerBuildArgs(context=plan.IMAGE_CONTEXT, dockerfile=f"{plan.IMAGE_CONTEXT}/Dockerfile",
                                          args={"BASE": base}),
             skip_push=True,
-            # The base image is pulled (or present) before the build starts FROM it.
+            # The stack's Postgres image is pulled before the build starts FROM it (a base_image is
+            # pulled by the build itself).
             opts=pulumi.ResourceOptions(parent=self, depends_on=[images]),
         )
-        # Containers run an image ID, as with every pulled image: the built tag, read back locally.
-        self.image_id = docker.RemoteImage(f"{name}-image-id", name=self.image.image_name, keep_locally=True,
-                                           opts=pulumi.ResourceOptions(parent=self)).image_id
         networks = [args.data_network] + ([args.edge_network] if section.repositories else [])
-        self.container = container(f"{name}-container", replace(args, images={IMAGE_KEY: self.image_id}),
+        self.container = container(f"{name}-container", replace(args, images={IMAGE_KEY: self.image.image_name}),
                                    ContainerSpec(
             image=IMAGE_KEY,
             placement=Placement(networks=networks, aliases=["backup"]),
             health=(plan.healthcheck_test(), section.healthcheck),
+            resources=section.resources,
             volumes={plan.BACKUPS_DIR: self.volume.name},
             read_only_volumes={f"{plan.VOLUMES_DIR}/{volume}": args.volumes[volume]
                                for volume in plan.volumes(settings)},

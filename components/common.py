@@ -149,8 +149,12 @@ def replace_on_label(check: Mapping[str, Any] | None,
 ONE_SHOT = {"attach": True, "must_run": False, "logs": True}
 
 
-class JobFailed(Exception):
-    """A one-shot container exited non-zero; what depends on it is not created."""
+class JobFailed(pulumi.RunError):
+    """A one-shot container exited non-zero; what depends on it is not created.
+
+    A RunError: the SDK prints its message as one line and no traceback, where any other exception
+    raised in an apply shows as "Program failed with an unhandled exception" and a traceback.
+    """
 
 
 def exit_gate(job: docker.Container, name: str) -> pulumi.Output[str]:

@@ -1,4 +1,4 @@
-"""Elk: Elasticsearch, a job that sets Kibana's password, Logstash and Kibana, under one parent.
+"""Elk: Elasticsearch, a job that makes its users' passwords true, Logstash and Kibana, under one parent.
 
 The host needs `vm.max_map_count >= 262144` for Elasticsearch (a kernel setting no container may
 change); see README "Host requirements".
@@ -22,14 +22,21 @@ from components.common import (
     upload,
 )
 
-ES_HEALTH = ["CMD-SHELL", "curl -fsS -o /dev/null -u \"elastic:$ELASTIC_PASSWORD\" "
+# As the file-realm user: `elastic` may still hold another password until the credentials job ran.
+ES_HEALTH = ["CMD-SHELL", f"curl -fsS -o /dev/null -u \"{plan.ADMIN_USER}:$ELASTIC_PASSWORD\" "
              "'http://127.0.0.1:9200/_cluster/health?wait_for_status=yellow&timeout=5s'"]
 # Elasticsearch refuses to start with fewer open files than this.
 NOFILE = 65535
 
 
 class Elk(pulumi.ComponentResource):
-    """Health-gated: Elasticsearch healthy -> kibana_system password job -> Logstash and Kibana."""
+    """Health-gated: Elasticsearch healthy -> credentials job -> Logstash, Kibana and the apps.
+
+    Elasticsearch keeps its users' passwords in its data volume: its start script writes a file-realm
+    superuser with the current elastic password, and the credentials job, authenticated as that
+    user, sets `elastic` and `kibana_system`. So a stack whose state was lost comes back on the
+    retained volume, and rotation works.
+    """
 
     def __init__(self, name: str, args: ServiceArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("berth:data:Elk", name, None, opts)
@@ -51,15 +58,18 @@ class Elk(pulumi.ComponentResource):
             secret_env={"ELASTIC_PASSWORD": self.elastic_password},
             health=(ES_HEALTH, es.healthcheck),
             resources=es.resources,
+            command=["eswrapper"],
             volumes={"/usr/share/elasticsearch/data": self.volume.name},
+            uploads=[upload(plan.START_SCRIPT_PATH, plan.START_SCRIPT, secret=False)],
             fixed_name=docker_name(settings, "elasticsearch"),
             grace=es.stop_grace,
             local_logs=True,
-            extra={"ulimits": [docker.ContainerUlimitArgs(name="nofile", soft=NOFILE, hard=NOFILE)]},
+            extra={"ulimits": [docker.ContainerUlimitArgs(name="nofile", soft=NOFILE, hard=NOFILE)],
+                   "entrypoints": ["/bin/sh", plan.START_SCRIPT_PATH]},
         ), parent=self)
-        self.kibana_job, gate = setup_job(
-            f"{name}-kibana-password", args, self, self.elasticsearch, ["/bin/sh"],
-            image=es.image, command=["-c", plan.kibana_password_job_script()], local_logs=True,
+        self.credentials_job, self.gate = setup_job(
+            f"{name}-credentials", args, self, self.elasticsearch, ["/bin/sh"],
+            image=es.image, command=["-c", plan.credentials_job_script()], local_logs=True,
             secret_env={"ELASTIC_PASSWORD": self.elastic_password, "KIBANA_PASSWORD": kibana_password})
         self.logstash = container(f"{name}-logstash", args, ContainerSpec(
             image=ls.image,
@@ -72,7 +82,7 @@ class Elk(pulumi.ComponentResource):
             uploads=[upload(plan.LOGSTASH_PIPELINE_PATH, plan.logstash_pipeline(ls, gelf=gelf), secret=False)],
             fixed_name=docker_name(settings, "logstash"),
             local_logs=True,
-            extra={"labels": [docker.ContainerLabelArgs(label="berth.after.kibana-password", value=gate)],
+            extra={"labels": [docker.ContainerLabelArgs(label="berth.after.elk-credentials", value=self.gate)],
                    # The docker daemon sends gelf from the host: loopback only, never a public address.
                    **({"ports": [docker.ContainerPortArgs(internal=ls.gelf_port, external=ls.gelf_port,
                                                           ip="127.0.0.1", protocol="udp")]} if gelf else {})},
@@ -87,8 +97,8 @@ class Elk(pulumi.ComponentResource):
             resources=kb.resources,
             fixed_name=docker_name(settings, "kibana"),
             local_logs=True,
-            extra={"labels": [docker.ContainerLabelArgs(label="berth.after.kibana-password", value=gate)]},
-        ), parent=self, depends_on=[self.kibana_job])
+            extra={"labels": [docker.ContainerLabelArgs(label="berth.after.elk-credentials", value=self.gate)]},
+        ), parent=self, depends_on=[self.credentials_job])
         self.refs = {"elasticsearch.password": self.elastic_password, "elasticsearch.url": self.url}
         self.register_outputs({"volume": self.volume.name})
 

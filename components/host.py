@@ -17,7 +17,7 @@ class DockerHost(pulumi.ComponentResource):
         self.provider = docker.Provider(
             f"{name}-docker",
             host=host.url,
-            ssh_opts=list(host.ssh_opts) or None,
+            ssh_opts=host.ssh_args or None,
             ca_material=_secret(host.ca),
             cert_material=_secret(host.cert),
             key_material=_secret(host.key),

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 
 import pulumi
 import pulumi_docker as docker
 
-from berth.plan.containers import resolve_image
+from berth.plan.containers import image_slug, resolve_image
 from berth.settings import Settings
 
 
@@ -24,13 +23,12 @@ class Images(pulumi.ComponentResource):
         super().__init__("berth:images:Images", name, None, opts)
         resolved = sorted({resolve_image(ref, settings.images) for ref in refs})
         self.ids: dict[str, pulumi.Output[str]] = {}
+        # `repo[:tag]@sha256:…` as the host pulled it; empty for an image only built locally.
+        self.digests: dict[str, pulumi.Output[str]] = {}
         for ref in resolved:
-            image = docker.RemoteImage(f"{name}-{_slug(ref)}", name=ref, keep_locally=True,
+            image = docker.RemoteImage(f"{name}-{image_slug(ref)}", name=ref, keep_locally=True,
                                        opts=pulumi.ResourceOptions(parent=self))
             self.ids[ref] = image.image_id
+            self.digests[ref] = image.repo_digest
         self.register_outputs({"images": resolved})
 
-
-def _slug(ref: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", ref.split("@sha256:")[0].lower()).strip("-") + (
-        "-" + ref.split("@sha256:")[1][:12] if "@sha256:" in ref else "")

@@ -46,13 +46,18 @@ class Postgres(pulumi.ComponentResource):
             image=pg.image,
             placement=Placement(networks=[args.data_network], aliases=["postgres"]),
             env={"POSTGRES_USER": pg.user, "POSTGRES_DB": pg.database, "PGDATA": DATA_DIR},
+            # The superuser's password is made true at every start (plan.START_SCRIPT), so a stack
+            # whose state was lost comes back on its retained volume, and rotation works.
+            command=["postgres"],
             secret_env={"POSTGRES_PASSWORD": self.password},
             health=(plan.healthcheck_test(pg), pg.healthcheck),
             resources=pg.resources,
             volumes={DATA_DIR: self.volume.name},
+            uploads=[upload(plan.START_SCRIPT_PATH, plan.START_SCRIPT, secret=False)],
             fixed_name=docker_name(settings, "postgres"),
             grace=pg.stop_grace,
-            extra={"stop_signal": "SIGINT"},  # smart shutdown: finish sessions, then checkpoint
+            extra={"stop_signal": "SIGINT",  # smart shutdown: finish sessions, then checkpoint
+                   "entrypoints": ["/bin/sh", plan.START_SCRIPT_PATH]},
         ), parent=self)
         self.gate: pulumi.Output[str] | None = None
         if pg.databases:

@@ -48,7 +48,8 @@ class Stack(pulumi.ComponentResource):
         # Connection URLs for operators, exported as one secret.
         self.connections = {ref: value for ref, value in self.secrets.items() if ref.endswith(".url")}
         # A data service's setup job (databases, buckets) must have exited 0 before its dependents start.
-        gates = {name: component.gate for name, component in (("postgres", self.postgres), ("minio", self.minio))
+        setups = (("postgres", self.postgres), ("minio", self.minio), ("elasticsearch", self.elk))
+        gates = {name: component.gate for name, component in setups
                  if component is not None and component.gate is not None}
         args = replace(args, secrets=self.secrets, after=dict(self.services), volumes=self.volumes.names,
                        gates=gates)
@@ -78,7 +79,8 @@ class Stack(pulumi.ComponentResource):
         services: dict[str, pulumi.Resource | None] = {
             "postgres": self.postgres, "redis": self.redis, "rabbitmq": self.rabbitmq,
             "minio": self.minio and self.minio.ready,  # apps wait for the buckets, not just the server
-            "elasticsearch": self.elk and self.elk.elasticsearch, "logstash": self.elk and self.elk.logstash,
+            # apps wait for the credentials job: `elastic` takes the current password there
+            "elasticsearch": self.elk and self.elk.credentials_job, "logstash": self.elk and self.elk.logstash,
             "kibana": self.elk and self.elk.kibana,
         }
         return {name: resource for name, resource in services.items() if resource is not None}

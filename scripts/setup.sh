@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Shared setup for scripts/test.sh and scripts/deploy-dev.sh: Debian packages, the venv, a Docker engine.
+# Shared setup for scripts/test.sh, scripts/deploy-dev.sh and .ci/engine.sh: Debian packages, the venv,
+# a Docker engine.
 # Idempotent, and written for a fresh Debian machine where we are root.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,10 +37,29 @@ python_env() {
 
 docker_engine() {
   apt_install docker.io
-  if ! docker info >/dev/null 2>&1; then
-    log "starting dockerd (log: /tmp/dockerd.log)"
-    nohup dockerd >>/tmp/dockerd.log 2>&1 &
-    for _ in $(seq 120); do docker info >/dev/null 2>&1 && return 0; sleep 0.5; done
-    echo "dockerd did not come up; see /tmp/dockerd.log" >&2; exit 1
-  fi
+  docker info >/dev/null 2>&1 && return 0
+  log "starting dockerd (log: /tmp/dockerd.log)"
+  nohup dockerd >>/tmp/dockerd.log 2>&1 </dev/null &
+  local pid=$! _
+  for _ in $(seq 120); do
+    docker info >/dev/null 2>&1 && return 0
+    kill -0 "$pid" 2>/dev/null || break   # dockerd exited: no point in waiting
+    sleep 0.5
+  done
+  tail -5 /tmp/dockerd.log >&2 || true
+  echo "dockerd did not come up; see /tmp/dockerd.log" >&2; exit 1
+}
+
+# Go tools into $(go env GOPATH)/bin (where tests look for them), each unless it is there already.
+go_install() {
+  local go gobin module module_path
+  go=$(command -v go || echo /usr/local/go/bin/go)
+  [ -x "$go" ] || { echo "Go >= 1.25 is needed (on PATH or in /usr/local/go) to install: $*" >&2; exit 1; }
+  gobin=$("$go" env GOPATH)/bin
+  for module in "$@"; do
+    module_path=${module%@*}
+    [ -x "$gobin/${module_path##*/}" ] && continue
+    log "go install $module"
+    "$go" install "$module"
+  done
 }

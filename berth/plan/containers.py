@@ -5,6 +5,7 @@ Nothing here imports pulumi_docker; components plug these values into resources.
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping
 from datetime import timedelta
@@ -13,6 +14,7 @@ from typing import Any
 from berth.settings import SERVICE_NAMES, Cadence, Resources, Settings
 from berth.settings.apps import AppSettings, Workload
 from berth.settings.host import LogSettings
+from berth.settings.release import SERVICE_IMAGES, service_images
 from berth.units import go_duration, mebibytes
 
 # Docker's restart policy for data services: back after a crash or a daemon restart, not after `docker stop`.
@@ -174,16 +176,36 @@ def needs_data_network(workload: Workload) -> bool:
 
 def stack_images(settings: Settings) -> set[str]:
     """Every image reference the stack runs, before overrides."""
-    sections = [settings.service(name) for name in ("postgres", "redis", "rabbitmq", "minio")]
-    refs = {section.image for section in sections if section is not None}  # type: ignore[attr-defined]
-    if settings.minio is not None and settings.minio.enabled and settings.minio.buckets:
-        refs.add(settings.minio.client_image)
-    if settings.elk is not None and settings.elk.enabled:
-        refs |= {settings.elk.elasticsearch.image, settings.elk.logstash.image, settings.elk.kibana.image}
-    refs |= {w.image for w in (*settings.enabled_apps.values(), *settings.enabled_jobs.values())}
-    if settings.proxy is not None and settings.proxy.enabled:
-        refs.add(settings.proxy.image)
-    backups = settings.backups
-    if backups is not None and backups.enabled and settings.service("postgres") is None:
-        refs.add(backups.base_image)  # the backup image is built FROM it
-    return refs
+    return set(image_fields(settings).values())
+
+
+def image_fields(settings: Settings) -> dict[str, str]:
+    """Config path -> image reference, for every image the stack runs (before overrides)."""
+    fields = {".".join(SERVICE_IMAGES[key]): ref for key, ref in service_images(settings).items()}
+    fields |= {f"apps.{name}.image": app.image for name, app in settings.enabled_apps.items()}
+    fields |= {f"jobs.{name}.image": job.image for name, job in settings.enabled_jobs.items()}
+    return fields
+
+
+def image_slug(ref: str) -> str:
+    """The part of an image's Pulumi resource name that comes from its reference."""
+    return re.sub(r"[^a-z0-9]+", "-", ref.split("@sha256:")[0].lower()).strip("-") + (
+        "-" + ref.split("@sha256:")[1][:12] if "@sha256:" in ref else "")
+
+
+def image_name_collisions(settings: Settings) -> list[tuple[str, str]]:
+    """Two different images whose Pulumi resource names would be one (``web:2.0`` and ``web-2:0``).
+
+    The slug is kept as it is, because renaming would replace every stack's image resources; the
+    rare pair that collides is refused instead, naming the second reference's key.
+    """
+    seen: dict[str, tuple[str, str]] = {}
+    found: list[tuple[str, str]] = []
+    for path, ref in image_fields(settings).items():
+        resolved = resolve_image(ref, settings.images)
+        slug = image_slug(resolved)
+        first = seen.setdefault(slug, (path, resolved))
+        if first[1] != resolved:
+            found.append((path, f"image {resolved!r} and {first[1]!r} ({first[0]}) would both be the resource "
+                                f"images-{slug}; use a reference that differs in more than punctuation"))
+    return found

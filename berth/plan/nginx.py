@@ -19,8 +19,12 @@ from berth.settings import CONSOLES, ProxySettings, Route, Settings, Site
 # File names of the certificate and its key inside the proxy's tls_dir.
 TLS_CERT = "cert.pem"
 TLS_KEY = "key.pem"
-# Webroot for HTTP-01 challenges on port 80, kept reachable for Let's Encrypt.
-ACME_ROOT = "/var/www/acme"
+# Shared by certbot (read-write) and nginx (read-only) in tls.mode letsencrypt: the webroot of the
+# HTTP-01 challenges, served on port 80 for every name, and the certificate (berth/plan/acme.py).
+ACME_SHARED = "/var/lib/berth-acme"
+ACME_ROOT = f"{ACME_SHARED}/webroot"
+# tls.mode letsencrypt: the file nginx serves, key and chain in one, kept current by nginx-tls.sh.
+TLS_COMBINED = "tls.pem"
 # The host a console route reaches: its network alias (the port comes from CONSOLES).
 CONSOLE_HOSTS = {"kibana": "kibana", "minio-console": "minio"}
 # An SSE stream or a WebSocket stays open between messages: its read timeout is at least this long.
@@ -91,6 +95,7 @@ class Server:
     names: tuple[str, ...]
     default: bool
     locations: tuple[Location, ...]
+    acme: bool = False  # serves the HTTP-01 webroot (letsencrypt, on the plain port)
 
 
 def render_nginx_conf(settings: Settings, *, resolver: str = "127.0.0.11", http_port: int = 80,
@@ -109,8 +114,10 @@ def render_nginx_conf(settings: Settings, *, resolver: str = "127.0.0.11", http_
     servers = tuple(_server(settings, proxy, site, ports) for site in proxy.sites)
     headers = _headers(proxy)
     return _template().render(
-        resolver=resolver, http_port=http_port, tls_dir=tls_dir, tls_cert=TLS_CERT, tls_key=TLS_KEY,
-        health_listen=health_listen, pid=pid, temp_dir=temp_dir, acme_root=ACME_ROOT,
+        resolver=resolver, http_port=http_port, tls_dir=tls_dir, health_listen=health_listen, pid=pid,
+        temp_dir=temp_dir, acme_root=ACME_ROOT, acme=proxy.tls.mode == "letsencrypt",
+        tls_cert=TLS_COMBINED if proxy.tls.mode == "letsencrypt" else TLS_CERT,
+        tls_key=TLS_COMBINED if proxy.tls.mode == "letsencrypt" else TLS_KEY,
         tls=proxy.tls.mode != "none", redirect=proxy.http_redirect, redirect_to=_redirect_to(proxy),
         gzip=proxy.gzip, gzip_types=GZIP_TYPES, client_max_body_size=_size(proxy.client_max_body_size),
         zones=[Zone(name, _size(rule.zone_size), rule.rate) for name, rule in sorted(proxy.rate_limits.items())],
@@ -147,7 +154,8 @@ def _server(settings: Settings, proxy: ProxySettings, site: Site, ports: tuple[s
     default = "_" in names
     listens = tuple(f"{port} default_server" if default else port for port in ports)
     locations = tuple(_location(settings, proxy, route) for route in site.routes)
-    return Server(listens, names, default, locations)
+    acme = proxy.tls.mode == "letsencrypt" and not proxy.http_redirect
+    return Server(listens, names, default, locations, acme)
 
 
 def _location(settings: Settings, proxy: ProxySettings, route: Route) -> Location:

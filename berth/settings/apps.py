@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, model_validator
 
+from berth.errors import Problems
 from berth.settings.base import (
     AbsPath,
     BerthModel,
@@ -14,9 +15,11 @@ from berth.settings.base import (
     EnvName,
     Grace,
     ImageRef,
+    MountPath,
     Name,
     Port,
     Resources,
+    TmpfsOptions,
     VolumeName,
     in_range,
     matching,
@@ -51,8 +54,8 @@ class Workload(BerthModel):
     resources: Resources = Resources()
     user: UserSpec | None = None
     read_only: bool = False
-    tmpfs: dict[AbsPath, str] = {}
-    volumes: dict[VolumeName, AbsPath] = {}
+    tmpfs: dict[MountPath, TmpfsOptions] = {}
+    volumes: dict[VolumeName, MountPath] = {}
     depends_on: list[Name] = []
     working_dir: AbsPath | None = None
 
@@ -87,10 +90,24 @@ class AppSettings(Workload):
     wait_timeout: Annotated[int, AfterValidator(in_range(10, 3600))] = 300
 
     @model_validator(mode="after")
-    def _ports_distinct(self) -> AppSettings:
+    def _consistent(self) -> AppSettings:
+        found: list[tuple[str, str]] = []
         ports = (self.port, *self.extra_ports)
         if len(set(ports)) != len(ports):
-            raise ValueError(f"ports {list(ports)} repeat a port")
+            found.append(("", f"ports {list(ports)} repeat a port"))
+        given = self.env.get("PORT")
+        if given is not None and given != str(self.port):
+            found.append(("env.PORT", f"{given!r} is not the app's port {self.port}: the app would listen where "
+                                      "nothing routes"))
+        if self.update_order == "stop-first" and self.replicas > 1:
+            found.append(("replicas", f"{self.replicas} replicas of a single writer (update_order stop-first); "
+                                      "two processes would write its files at once"))
+        if self.healthcheck is not None:
+            first = (self.healthcheck.start_interval or self.healthcheck.interval) + self.healthcheck.timeout
+            if self.wait_timeout < first.total_seconds():
+                found.append(("wait_timeout", f"{self.wait_timeout}s is shorter than the first healthcheck can take "
+                                              f"({first.total_seconds():g}s: interval plus timeout)"))
+        Problems.check(found)
         return self
 
 

@@ -16,6 +16,8 @@ from berth.settings.base import (
     EnvName,
     ImageRef,
     Name,
+    Pem,
+    Resources,
     Secret,
     VolumeName,
     in_range,
@@ -82,7 +84,7 @@ class Repository(BerthModel):
     # Backend credentials as restic reads them from its environment, e.g. AWS_ACCESS_KEY_ID.
     env: dict[EnvName, Secret] = {}
     # sftp: the private key restic's ssh logs in with, and the server's host key line(s).
-    ssh_key: Secret | None = None
+    ssh_key: Pem | None = None  # an OpenSSH or PEM private key, multi-line
     known_hosts: str | None = None
 
     @model_validator(mode="after")
@@ -129,6 +131,8 @@ class BackupSettings(BerthModel):
     # The container's health is backup freshness and the last check, so probing once a minute is plenty.
     healthcheck: Cadence = Cadence(interval=timedelta(seconds=60), timeout=timedelta(seconds=10), retries=2,
                                    start_period=timedelta(seconds=30))
+    # pg_dump, redis-cli and restic (whose index grows with the repository) in one container.
+    resources: Resources = Resources.model_validate({"limits": {"memory": 1024**3}})
     # A run in progress when the container stops is cut; the next run starts over.
     stop_grace: Duration = timedelta(seconds=30)
 

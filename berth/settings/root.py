@@ -6,11 +6,20 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, model_validator
 
+from berth.errors import Problems
 from berth.settings.apps import AppSettings, JobSettings
 from berth.settings.backups import BackupSettings, check_backups
 from berth.settings.base import BerthModel, Name, Secret, VolumeName, in_range, matching
+from berth.settings.guardrails import AllowInsecure
 from berth.settings.host import HostSettings, ImageOverrides, LogSettings, Registry
 from berth.settings.proxy import ProxySettings
+from berth.settings.release import (
+    DEFAULT_RELEASE_HISTORY,
+    PromoteFromField,
+    ReleaseHistory,
+    ReleaseId,
+    check_promotion,
+)
 from berth.settings.services import (
     DataService,
     ElkSettings,
@@ -19,6 +28,7 @@ from berth.settings.services import (
     RabbitMQSettings,
     RedisSettings,
 )
+from berth.settings.tls import check_tls
 
 Domain = Annotated[str, AfterValidator(matching(
     r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*", "a domain name like example.com"))]
@@ -63,6 +73,12 @@ class Settings(BerthModel):
     apps: dict[Name, AppSettings] = Field(default_factory=dict)
     jobs: dict[Name, JobSettings] = Field(default_factory=dict)
     proxy: ProxySettings | None = None
+    # Releases (berth/settings/release.py): run another stack's exact images, or an earlier release's.
+    promote_from: PromoteFromField | None = None
+    rollback: ReleaseId | None = None
+    release_history: ReleaseHistory = DEFAULT_RELEASE_HISTORY
+    # Opt-outs of the prod/staging guardrails, each with its reason (berth/settings/guardrails.py).
+    allow_insecure: AllowInsecure = {}
     backups: BackupSettings | None = None
 
     # -- derived views, used by validation and by the plan ------------------------------------
@@ -110,75 +126,116 @@ class Settings(BerthModel):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Settings:
+        found: list[tuple[str, str]] = []
+        refs, known = self.secret_refs(), self.dependency_names()
         for kind, workloads in (("apps", self.enabled_apps), ("jobs", self.enabled_jobs)):
             for name, workload in workloads.items():
-                self._check_workload(kind, name, workload)
+                found += self._check_workload(kind, name, workload, refs, known)
         if self.proxy is not None and self.proxy.enabled:
-            routable = set(self.enabled_apps) | {c for c in CONSOLES if self._console_enabled(c)}
-            for i, site in enumerate(self.proxy.sites):
-                for j, route in enumerate(site.routes):
-                    if route.app not in routable:
-                        raise ValueError(f"proxy.sites[{i}].routes[{j}].app: {route.app!r} (route {route.path}) "
-                                         f"is not one of {sorted(routable)}")
-        if self.proxy is not None and self.proxy.enabled:
-            # Compared once {domain} is filled in: nginx would ignore the second and misroute its routes.
-            seen: dict[str, str] = {}
-            for name in (n for site in self.proxy.sites for n in site.server_names):
-                host = name.replace("{domain}", self.domain)
-                if seen.get(host) == name:
-                    raise ValueError(f"proxy.sites: server name {name!r} is in more than one site")
-                if host in seen:
-                    raise ValueError(f"proxy.sites: server names {seen[host]!r} and {name!r} are both {host!r} "
-                                     f"with domain {self.domain!r}")
-                seen[host] = name
+            found += self._check_routes(self.proxy)
         volumes: dict[str, str] = {}
         for service, volume in self._service_volume_owners():
             if volume in volumes:
-                raise ValueError(f"{service}.volume: {volume!r} is already {volumes[volume]}.volume; "
-                                 "each data service needs its own volume")
-            volumes[volume] = service
+                found.append((f"{service}.volume", f"{volume!r} is already {volumes[volume]}.volume; "
+                                                   "each data service needs its own volume"))
+            volumes.setdefault(volume, service)
         if self.logging.driver == "gelf" and not self.logging.address and not self.service("logstash"):
-            raise ValueError("logging.address: driver gelf needs an address, or elk in the stack to send to")
-        self._no_cycles()
-        check_backups(self)
+            found.append(("logging.address", "driver gelf needs an address, or elk in the stack to send to"))
+        found += self._no_cycles()
+        for check in (check_promotion, check_tls, check_backups):  # each stops at its first problem
+            try:
+                check(self)
+            except ValueError as error:
+                path, _, rule = str(error).partition(": ")
+                found.append((path, rule))
+        Problems.check(found)
         return self
 
-    def _no_cycles(self) -> None:
+    def _check_routes(self, proxy: ProxySettings) -> list[tuple[str, str]]:
+        found: list[tuple[str, str]] = []
+        routable = set(self.enabled_apps) | {c for c in CONSOLES if self._console_enabled(c)}
+        for i, site in enumerate(proxy.sites):
+            for j, route in enumerate(site.routes):
+                where = f"proxy.sites[{i}].routes[{j}]"
+                if route.app not in routable:
+                    found.append((f"{where}.app",
+                                  f"{route.app!r} (route {route.path}) is not one of {sorted(routable)}"))
+                elif route.port is not None and route.app in self.enabled_apps:
+                    app = self.enabled_apps[route.app]
+                    if route.port not in (app.port, *app.extra_ports):
+                        found.append((f"{where}.port", f"app {route.app} listens on {[app.port, *app.extra_ports]}, "
+                                                       f"not {route.port}"))
+        # Compared once {domain} is filled in: nginx would ignore the second and misroute its routes.
+        seen: dict[str, str] = {}
+        for name in (n for site in proxy.sites for n in site.server_names):
+            host = name.replace("{domain}", self.domain)
+            if seen.get(host) == name:
+                found.append(("proxy.sites", f"server name {name!r} is in more than one site"))
+            elif host in seen:
+                found.append(("proxy.sites", f"server names {seen[host]!r} and {name!r} are both {host!r} "
+                                             f"with domain {self.domain!r}"))
+            elif len(host) > 253 or any(len(label) > 63 for label in host.split(".")):
+                found.append(("proxy.sites", f"server name {name!r} is {host!r} with domain {self.domain!r}, "
+                                             "longer than DNS allows (63 per label, 253 in all)"))
+            seen.setdefault(host, name)
+        # The self-signed certificate's subject CN is the first name served (or the domain), and X.509
+        # caps a CN at 64 characters (RFC 5280 ub-common-name); pulumi-tls would fail mid-deploy.
+        named = [(f"proxy.sites[{i}].server_names[{j}]", n.replace("{domain}", self.domain))
+                 for i, site in enumerate(proxy.sites) for j, n in enumerate(site.server_names) if n != "_"]
+        where, common_name = named[0] if named else ("domain", self.domain)
+        if proxy.tls.mode == "self-signed" and len(common_name) > 64:
+            found.append((where, f"{common_name!r} is longer than 64 characters, the most a certificate's subject "
+                                 "name (CN) may hold; put a shorter name first"))
+        return found
+
+    def _no_cycles(self) -> list[tuple[str, str]]:
+        """A depends_on cycle, found without recursion (a ring of thousands of apps is still one line)."""
         kinds = {**{n: "apps" for n in self.enabled_apps}, **{n: "jobs" for n in self.enabled_jobs}}
         graph = {name: w.depends_on for name, w in {**self.enabled_apps, **self.enabled_jobs}.items()}
-        done: set[str] = set()
+        state: dict[str, int] = {}  # 1: on the current path, 2: done
+        for root in graph:
+            if state.get(root):
+                continue
+            path: list[str] = [root]
+            todo: list[list[str]] = [list(graph[root])]
+            state[root] = 1
+            while todo:
+                if not todo[-1]:
+                    state[path.pop()] = 2
+                    todo.pop()
+                    continue
+                dep = todo[-1].pop(0)
+                if state.get(dep) == 1:
+                    ring = path[path.index(dep):]
+                    shown = ring if len(ring) <= 8 else [*ring[:3], f"... ({len(ring) - 6} more)", *ring[-3:]]
+                    cycle = " -> ".join((*shown, dep))
+                    return [(f"{kinds[dep]}.{dep}.depends_on", f"{cycle} is a cycle")]
+                if dep in graph and not state.get(dep):
+                    state[dep] = 1
+                    path.append(dep)
+                    todo.append(list(graph[dep]))
+        return []
 
-        def visit(name: str, path: tuple[str, ...]) -> None:
-            if name in path:
-                start = path[path.index(name)]
-                cycle = " -> ".join((*path[path.index(name):], name))
-                raise ValueError(f"{kinds[start]}.{start}.depends_on: {cycle} is a cycle")
-            if name not in done:
-                for dep in graph.get(name, ()):
-                    visit(dep, (*path, name))
-                done.add(name)
-
-        for name in graph:
-            visit(name, ())
-
-    def _check_workload(self, kind: str, name: str, workload: AppSettings | JobSettings) -> None:
+    def _check_workload(self, kind: str, name: str, workload: AppSettings | JobSettings, refs: set[str],
+                        known: set[str]) -> list[tuple[str, str]]:
         where = f"{kind}.{name}"
         if name in SERVICE_NAMES or name in RESERVED_NAMES:
             owner = "data service" if name in SERVICE_NAMES else "component"
-            raise ValueError(f"{where}: {name!r} is taken by berth's own {owner}")
+            return [(where, f"{name!r} is taken by berth's own {owner}")]
         if kind == "jobs" and name in self.apps:
-            raise ValueError(f"{where}: {name!r} is also an app")
-        refs = self.secret_refs()
+            return [(where, f"{name!r} is also an app")]
+        found: list[tuple[str, str]] = []
         for env, ref in workload.secrets.items():
             if ref not in refs:
-                raise ValueError(f"{where}.secrets.{env}: {ref!r} is not one of {sorted(refs)}")
-        known = self.dependency_names()
+                found.append((f"{where}.secrets.{env}", f"{ref!r} is not one of {sorted(refs)}"))
         for dep in workload.depends_on:
             if dep == name or dep not in known:
-                raise ValueError(f"{where}.depends_on: {dep!r} is not one of {sorted(known - {name})}")
+                found.append((f"{where}.depends_on", f"{dep!r} is not one of {sorted(known - {name})}"))
+        service_volumes = self._service_volumes() if workload.volumes else set()
         for volume in workload.volumes:
-            if volume in self._service_volumes():
-                raise ValueError(f"{where}.volumes: {volume!r} is a data service's volume")
+            if volume in service_volumes:
+                found.append((f"{where}.volumes", f"{volume!r} is a data service's volume"))
+        return found
 
     def _service_volumes(self) -> set[VolumeName]:
         return {volume for _, volume in self._service_volume_owners()}

@@ -47,11 +47,15 @@ def project_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def skipped_preflight(url: str) -> str:
+    return f"berth: synth skips the host preflight ({url} is not contacted); --preflight runs it\n"
+
+
 def test_json_has_the_documented_shape(dev_json):
-    assert (dev_json.returncode, dev_json.stderr) == (0, "")
+    assert (dev_json.returncode, dev_json.stderr) == (0, skipped_preflight("unix:///var/run/docker.sock"))
     result = json.loads(dev_json.stdout)
     assert list(result) == ["stack", "blueprint", "resources", "outputs"]
-    assert (result["stack"], result["blueprint"]) == ("dev", "praxifi")
+    assert (result["stack"], result["blueprint"]) == ("dev", "demo")
     assert len(result["resources"]) >= 10
     for record in result["resources"]:
         assert list(record) == RECORD_KEYS
@@ -59,8 +63,7 @@ def test_json_has_the_documented_shape(dev_json):
         assert isinstance(record["inputs"], dict)
     assert result["outputs"]["connections"] == SECRET
     assert result["outputs"]["environment"] == "dev"
-    assert result["outputs"]["urls"] == ["https://localhost:8443", "https://www.localhost:8443",
-                                         "https://api.localhost:8443"]
+    assert result["outputs"]["urls"] == ["https://localhost:8443"]
 
 
 def test_json_matches_the_library_synth(dev_json):
@@ -74,7 +77,7 @@ def test_json_matches_the_library_synth(dev_json):
 
 def test_tree_is_indented_by_parent():
     run = berth("synth", "--stack", "prod", "--format", "tree")
-    assert (run.returncode, run.stderr) == (0, "")
+    assert (run.returncode, run.stderr) == (0, skipped_preflight("ssh://deploy@prod.example.com:22"))
     lines = run.stdout.splitlines()
     assert lines[0] == "stack prod (blueprint: praxifi)"
     assert lines[1] == "  berth:stack:Stack praxifi-prod"
@@ -108,8 +111,10 @@ def test_show_secrets_reveals_the_connections():
     run = berth("synth", "--stack", "dev", "--show-secrets")
     assert run.returncode == 0
     connections = json.loads(run.stdout)["outputs"]["connections"]
-    assert list(connections) == ["redis.url"]
+    assert list(connections) == ["postgres.url", "postgres.databases.demo.url", "redis.url"]
     assert re.fullmatch(r"redis://:[A-Za-z0-9]{32}@redis:6379/0", connections["redis.url"])
+    demo_url = connections["postgres.databases.demo.url"]
+    assert re.fullmatch(r"postgresql://demo:[A-Za-z0-9]{32}@postgres:5432/demo", demo_url)
 
 
 def test_blueprint_flag():
@@ -158,5 +163,5 @@ def test_usage_errors_are_argparse_errors():
 
 def test_library_synth_raises_config_error_before_any_resource():
     with pytest.raises(ConfigError) as caught:
-        synth("dev", raw_overrides={"apps": {"backend": {"port": 70000}}})
-    assert str(caught.value) == "berth:apps.backend.port: 70000 is not in 1..65535"
+        synth("dev", raw_overrides={"apps": {"web": {"port": 70000}}})
+    assert str(caught.value) == "berth:apps.web.port: 70000 is not in 1..65535"

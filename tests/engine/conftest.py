@@ -43,6 +43,7 @@ ORDER = (
     "test_zero_downtime_replace",
     "test_dockerd_restart_brings_everything_back",
     "test_prod_like_teardown_keeps_data_volumes",
+    "test_comes_back_on_retained_volumes_with_new_passwords",
 )
 
 

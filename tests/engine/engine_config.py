@@ -23,7 +23,7 @@ from berth.settings import deep_merge, load_settings
 from berth.synth import synth
 
 STACK = "engine"
-BLUEPRINTS = ("ai-present-finder", "databaseai", "praxifi", "sentineliq", "webprometrics")
+BLUEPRINTS = ("ai-present-finder", "databaseai", "demo", "praxifi", "sentineliq", "webprometrics")
 HTTP_PORT, HTTPS_PORT = 18080, 18443
 
 APF_PORTS = "3000,3010,3020,3030,3040,3050,8011,8012,8013,8014"
@@ -35,7 +35,8 @@ ENV: dict[str, dict[str, dict[str, str]]] = {
 }
 
 # What the engine tier switches off, with the image each would have run.
-EXCLUDED_SERVICES = ("minio", "elasticsearch", "logstash", "kibana", "minio bucket job", "kibana password job")
+EXCLUDED_SERVICES = ("minio", "elasticsearch", "logstash", "kibana", "minio bucket job",
+                     "elasticsearch credentials job")
 DROPS: dict[str, list[tuple[str, ...]]] = {
     "sentineliq": [
         ("apps", "server", "secrets", "S3_ACCESS_KEY"),
@@ -69,7 +70,7 @@ def excluded(blueprint: str) -> list[tuple[str, str]]:
     if minio is not None and minio.buckets:
         found.append(("minio bucket job", minio.client_image))
     if elk is not None:
-        found.append(("kibana password job", elk.elasticsearch.image))
+        found.append(("elasticsearch credentials job", elk.elasticsearch.image))
     order = {name: i for i, name in enumerate(EXCLUDED_SERVICES)}
     return sorted(found, key=lambda item: order[item[0]])
 

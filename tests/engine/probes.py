@@ -284,12 +284,19 @@ class Load:
     """GETs at `get_rate`/s over `threads` keep-alive HTTPS connections, plus POSTs at `post_rate`/s.
 
     Each thread keeps its own schedule; a thread that fell behind (a slow answer) catches up at once.
+
+    With `retry_idle_close`, a GET whose reused keep-alive connection the server closed before any
+    answer is sent once more on a new connection, as browsers and curl do (RFC 9112 section 9.3.1: a
+    client may retry idempotent requests on a connection that closed); each such retry is counted in
+    `retried`, and a retry that fails too is a failed sample.
     """
 
     def __init__(self, dep: Deployment, host: str, path: str, get_rate: float, post_rate: float,
-                 threads: int = 8) -> None:
+                 threads: int = 8, retry_idle_close: bool = False) -> None:
         self.dep, self.host, self.path = dep, host, path
         self.get_rate, self.post_rate, self.threads = get_rate, post_rate, threads
+        self.retry_idle_close = retry_idle_close
+        self.retried = 0
         self.gets: list[Sample] = []
         self.posts: list[Sample] = []
         self._stop = threading.Event()
@@ -327,13 +334,23 @@ class Load:
                 time.sleep(delay)
             due += interval
             n += 1
+            reused = connection is not None
             if connection is None:
                 connection = self.dep.https_connection(self.host, 10, context)
             sent = time.monotonic()
             try:
                 body = json.dumps({"n": n}).encode() if method == "POST" else None
-                answer = request(connection, self.host, f"{self.path}?n={n}", method, body,
-                                 {"Content-Type": "application/json"} if body else None)
+                try:
+                    answer = request(connection, self.host, f"{self.path}?n={n}", method, body,
+                                     {"Content-Type": "application/json"} if body else None)
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    if not (self.retry_idle_close and reused and method == "GET"):
+                        raise
+                    connection.close()
+                    connection = self.dep.https_connection(self.host, 10, context)
+                    with self._lock:
+                        self.retried += 1
+                    answer = request(connection, self.host, f"{self.path}?n={n}", method, body, None)
                 host = None
                 if answer.status == 200:
                     try:

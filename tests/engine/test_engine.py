@@ -60,6 +60,7 @@ def dep(request: pytest.FixtureRequest, engine: docker.DockerClient) -> Iterator
     result = engine_synth(blueprint, extra)
     applier = Applier(engine, result)
     cleanup(engine, applier.stack, applier.stack + "-")
+    deployment: Deployment | None = None
     try:
         report = applier.apply()
         deployment = Deployment(blueprint, engine_settings(blueprint, extra), result, applier, engine, report)
@@ -69,7 +70,8 @@ def dep(request: pytest.FixtureRequest, engine: docker.DockerClient) -> Iterator
               f"{report['seconds']:.1f}s after apply began", flush=True)
         yield deployment
     finally:
-        applier.teardown(keep_retained=False)
+        # A test may have re-applied the stack (ComesBackChecks): tear down what runs now.
+        (deployment.applier if deployment is not None else applier).teardown(keep_retained=False)
         cleanup(engine, applier.stack, applier.stack + "-")
 
 
@@ -501,6 +503,64 @@ class PostgresChecks:
               f"{time.monotonic() - begin:.1f}s after the stop")
 
 
+class ComesBackChecks:
+    """A stack whose state is lost comes back on its retained volumes, with new passwords, by itself.
+
+    The data services hold credentials in their volumes (the Postgres superuser, RabbitMQ's users):
+    a fresh synth generates new passwords for all of them, as `pulumi up` does after a destroy or a
+    lost state, and every service must take the new ones at its start (DESIGN principle 10).
+    """
+
+    def test_comes_back_on_retained_volumes_with_new_passwords(self, dep: Deployment) -> None:
+        pg = dep.settings.postgres
+        assert pg is not None and pg.databases
+        marker = probe_id()
+        for database in sorted(pg.databases):
+            code, out = dep.psql(f"CREATE TABLE IF NOT EXISTS berth_kept (v text); INSERT INTO berth_kept "
+                                 f"VALUES ('{marker}')", database)
+            assert code == 0, out
+        old_superuser = dep.env(dep.resource_with_alias("postgres"))["POSTGRES_PASSWORD"]
+        old_rabbit = _rabbit_passwords(dep)
+        dep.applier.teardown(keep_retained=True)  # as `pulumi destroy` of a protected stack, or a lost state
+
+        result = engine_synth(dep.blueprint, getattr(self, "OVERRIDES", None))  # fresh passwords, as pulumi up
+        dep.applier = Applier(dep.client, result)
+        dep.result = result
+        report = dep.applier.apply()  # the databases job authenticates with the new superuser password
+        postgres = dep.resource_with_alias("postgres")
+        new_superuser = dep.env(postgres)["POSTGRES_PASSWORD"]
+        assert new_superuser != old_superuser
+        for resource, cid in dep.applier.service_containers().items():
+            state = dep.api.inspect_container(cid)["State"]
+            assert (state.get("Health") or {}).get("Status") == "healthy", f"{resource}: {state.get('Health')}"
+        # Over the network (scram, not the container's loopback trust), with the new password only.
+        for password, expected in ((new_superuser, 0), (old_superuser, 2)):
+            code, out = dep.exec(postgres, ["env", f"PGPASSWORD={password}", "psql", "-tA", "-h", "postgres",
+                                            "-U", pg.user, "-d", pg.database, "-c", "SELECT 1"])
+            assert code == expected, out
+        for database in sorted(pg.databases):
+            code, out = dep.psql("SELECT v FROM berth_kept", database)
+            assert code == 0 and marker in out.split(), (database, out)
+        new_rabbit = _rabbit_passwords(dep)
+        for user, password in new_rabbit.items():  # every RabbitMQ user, admin included, takes its new password
+            assert password != old_rabbit[user]
+            rabbitmq = dep.resource_with_alias("rabbitmq")
+            for attempt, expected in ((password, 0), (old_rabbit[user], 1)):
+                code, out = dep.exec(rabbitmq, ["rabbitmqctl", "-q", "authenticate_user", user, attempt])
+                assert (code == 0) == (expected == 0), (user, code, out)
+        print(f"{dep.blueprint}: came back on its retained volumes with new passwords in "
+              f"{report['seconds']:.1f}s: {report['containers']} containers healthy, the databases job passed, "
+              f"rows kept in {len(pg.databases)} databases, the old superuser password refused; "
+              f"{len(new_rabbit)} RabbitMQ users take only their new passwords")
+
+
+def _rabbit_passwords(dep: Deployment) -> dict[str, str]:
+    """user -> password of every RabbitMQ user, admin included, from the stack's `connections` output."""
+    urls = [urllib.parse.urlsplit(url) for ref, url in dep.result["outputs"]["connections"].items()
+            if ref.startswith("rabbitmq.")]
+    return {urllib.parse.unquote(u.username or ""): urllib.parse.unquote(u.password or "") for u in urls}
+
+
 class JobChecks:
     def test_jobs_ran_to_exit_0(self, dep: Deployment) -> None:
         for name in dep.settings.enabled_jobs:
@@ -521,7 +581,7 @@ class JobChecks:
 # -- the five blueprints -----------------------------------------------------------------------
 
 
-class TestAiPresentFinder(Deployed, SseChecks, PostgresChecks):
+class TestAiPresentFinder(Deployed, SseChecks, PostgresChecks, ComesBackChecks):
     BLUEPRINT = "ai-present-finder"
 
     def test_role_refused_on_other_databases(self, dep: Deployment) -> None:
@@ -597,6 +657,46 @@ class TestAiPresentFinder(Deployed, SseChecks, PostgresChecks):
         METRICS[dep.blueprint]["dockerd_restart_all_healthy_s"] = round(max(times.values()), 1)
 
 
+class TestDemo(Deployed, PostgresChecks, ComesBackChecks):
+    """The demo blueprint as every blueprint is checked, with the stand-in playing its app."""
+
+    BLUEPRINT = "demo"
+
+
+class TestDemoApp:
+    """The demo blueprint with its real app (demo/app): the page a newcomer opens after deploy-dev.sh."""
+
+    BLUEPRINT = "demo"
+    OVERRIDES = {"images": {"berth/demo:1": "berth-engine/demo:latest"}}
+
+    def test_the_page_shows_postgres_and_redis_reached_and_counts_visits(self, dep: Deployment) -> None:
+        (_, name), = dep.server_names()
+        pages = [dep.https(name, "/") for _ in range(2)]
+        assert [page.status for page in pages] == [200, 200]
+        bodies = [page.body.decode() for page in pages]
+        visits = [int(re.search(r"; (\d+) visits recorded", body).group(1)) for body in bodies]
+        views = [int(re.search(r"; (\d+) page views counted", body).group(1)) for body in bodies]
+        assert "connected to PostgreSQL 15" in bodies[0] and "as demo on database demo" in bodies[0]
+        assert "connected to Redis " in bodies[0]
+        assert visits[1] == visits[0] + 1 and views[1] == views[0] + 1
+        health = dep.https(name, "/health")
+        report = json.loads(health.body)
+        assert health.status == 200 and report["postgres"]["ok"] is True and report["redis"]["ok"] is True
+        print(f"demo: the page shows PostgreSQL and Redis reached; visits {visits}, views {views}")
+
+    def test_a_stopped_cache_shows_on_the_page_and_in_health(self, dep: Deployment) -> None:
+        (_, name), = dep.server_names()
+        redis = dep.resource_with_alias("redis")
+        dep.api.stop(dep.cid(redis), timeout=10)
+        try:
+            page = dep.https(name, "/")
+            assert page.status == 200 and "Redis</b>: not reachable" in page.body.decode()
+            assert dep.https(name, "/health").status == 503
+        finally:
+            dep.api.start(dep.cid(redis))
+        dep.applier.wait_healthy(dep.cid(redis), HEALTHY_AGAIN_TIMEOUT, redis)
+
+
 class TestDatabaseai(Deployed, PostgresChecks):
     BLUEPRINT = "databaseai"
 
@@ -660,7 +760,7 @@ class TestPraxifi(Deployed, SseChecks, RateLimitChecks):
     BLUEPRINT = "praxifi"
 
 
-class TestSentineliq(Deployed, RateLimitChecks, PostgresChecks, JobChecks):
+class TestSentineliq(Deployed, RateLimitChecks, PostgresChecks, JobChecks, ComesBackChecks):
     BLUEPRINT = "sentineliq"
 
     def test_excluded_services_are_listed(self, dep: Deployment, capsys: pytest.CaptureFixture[str]) -> None:

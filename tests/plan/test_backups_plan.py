@@ -13,11 +13,12 @@ from berth.plan import backups as plan
 from berth.settings import load_settings
 from berth.settings.backups import Retention
 
+KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n"
 HOSTILE = "it's $(touch /tmp/berth-pwned) `id` \"q\" \\ ; & | *"
 
 
 def settings(blueprint: str = "ai-present-finder", **backups: object):
-    return load_settings({"environment": "prod", "backups": backups}, blueprint=blueprint)
+    return load_settings({"environment": "dev", "backups": backups}, blueprint=blueprint)
 
 
 def test_items_default_to_everything_that_holds_data():
@@ -52,7 +53,7 @@ def test_forget_flags(retention, flags):
 
 def test_sftp_repositories_pin_their_host_key_and_key():
     repo = settings(repositories={"offsite": {"url": "sftp://restic@backup.example.com:2222/srv/restic",
-                                              "ssh_key": "k", "known_hosts": "h"}}).backups.repositories["offsite"]
+                                              "ssh_key": KEY, "known_hosts": "h"}}).backups.repositories["offsite"]
     assert plan.restic_url(repo) == "sftp:restic@backup.example.com:/srv/restic"
     assert plan.sftp_command(repo, "offsite") == (
         "ssh -i /tmp/berth-ssh/offsite.key -o UserKnownHostsFile=/run/berth/offsite.known_hosts "

@@ -130,9 +130,10 @@ def test_workload_env_fills_in_domain_and_environment_and_port(valid):
     }
 
 
-def test_env_port_wins_over_the_injected_one(valid):
-    settings = valid({"apps.backend.env": {"PORT": "9999"}})
-    assert workload_env(settings, settings.apps["backend"]) == {"PORT": "9999"}
+def test_env_port_given_as_the_apps_port_is_kept(valid):
+    # Settings refuse a PORT other than the app's port (nothing would route to it).
+    settings = valid({"apps.backend.env": {"PORT": "8000"}})
+    assert workload_env(settings, settings.apps["backend"]) == {"PORT": "8000"}
 
 
 def test_jobs_get_no_port(valid):

@@ -15,11 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from berth.plan.elk import (
+    START_SCRIPT,
+    credentials_job_script,
     elastic_url,
     elasticsearch_env,
     heap_mb,
     kibana_env,
-    kibana_password_job_script,
     logstash_env,
     logstash_pipeline,
 )
@@ -106,9 +107,9 @@ def test_env_helpers_exact_and_secret_free():
     assert logstash_env(256) == {"LS_JAVA_OPTS": "-Xms256m -Xmx256m", "XPACK_MONITORING_ENABLED": "false"}
 
 
-# ---------------------------------------------------------------- kibana_system password job
+# ---------------------------------------------------------------- credentials job
 
-SCRIPT = kibana_password_job_script()
+SCRIPT = credentials_job_script()
 
 
 @pytest.mark.parametrize("shell", ["bash", "dash"])
@@ -123,30 +124,31 @@ def test_script_syntax(shell, tmp_path):
 
 def test_script_defaults_to_the_internal_elasticsearch_url():
     assert 'ES_URL="${ES_URL:-http://elasticsearch:9200}"' in SCRIPT
-    assert "/_security/user/kibana_system/_password" in SCRIPT
-    assert "@ES_URL@" not in SCRIPT and "@KIBANA_USER@" not in SCRIPT
+    assert '"/_security/user/$user/_password"' in SCRIPT and "for user in elastic kibana_system; do" in SCRIPT
+    assert "@" + "ES_URL@" not in SCRIPT and "@KIBANA_USER@" not in SCRIPT and "@ADMIN_USER@" not in SCRIPT
 
 
 @dataclass
 class FakeElasticsearch:
-    """Mimics the two endpoints the job uses; records every request."""
+    """Mimics the endpoints the job uses, with berth's file-realm user; records every request."""
 
-    elastic_password: str
+    elastic_password: str  # what the file-realm user berth-admin holds
     not_ready: int = 0             # answer 503 to this many health checks first
     password_status: int = 200
     requests: list[dict] = field(default_factory=list)
 
     def respond(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict]:
         self.requests.append({"method": method, "path": path, "headers": headers, "body": body})
-        expected = "Basic " + base64.b64encode(f"elastic:{self.elastic_password}".encode()).decode()
+        expected = "Basic " + base64.b64encode(f"berth-admin:{self.elastic_password}".encode()).decode()
         if headers.get("Authorization") != expected:
-            return 401, {"error": "unable to authenticate user [elastic]"}
+            return 401, {"error": "unable to authenticate user [berth-admin]"}
         if method == "GET" and path.startswith("/_cluster/health"):
             if self.not_ready > 0:
                 self.not_ready -= 1
                 return 503, {"error": "master_not_discovered_exception"}
             return 200, {"status": "green"}
-        if method == "POST" and path == "/_security/user/kibana_system/_password":
+        if method == "POST" and path in ("/_security/user/elastic/_password",
+                                         "/_security/user/kibana_system/_password"):
             if headers.get("Content-Type") != "application/json":
                 return 406, {"error": "Content-Type header is not supported"}
             return self.password_status, {}
@@ -192,12 +194,13 @@ def test_job_waits_then_sets_the_password_with_basic_auth_and_json(tmp_path):
     with serve(fake) as url:
         result = run_job(tmp_path, url, NASTY + "E", NASTY + "K")
     assert result.returncode == 0, result.stderr
-    assert [r["method"] for r in fake.requests] == ["GET", "GET", "GET", "POST"]
-    post = fake.requests[-1]
-    assert post["path"] == "/_security/user/kibana_system/_password"
-    assert post["headers"]["Content-Type"] == "application/json"
-    assert json.loads(post["body"]) == {"password": NASTY + "K"}
-    assert "kibana_system password set" in result.stdout
+    assert [r["method"] for r in fake.requests] == ["GET", "GET", "GET", "POST", "POST"]
+    posts = fake.requests[-2:]
+    assert [p["path"] for p in posts] == ["/_security/user/elastic/_password",
+                                          "/_security/user/kibana_system/_password"]
+    assert all(p["headers"]["Content-Type"] == "application/json" for p in posts)
+    assert [json.loads(p["body"]) for p in posts] == [{"password": NASTY + "E"}, {"password": NASTY + "K"}]
+    assert "elastic password set" in result.stdout and "kibana_system password set" in result.stdout
 
 
 def test_job_is_idempotent(tmp_path):
@@ -205,7 +208,8 @@ def test_job_is_idempotent(tmp_path):
     with serve(fake) as url:
         first, second = (run_job(tmp_path, url, "e", "k") for _ in range(2))
     assert (first.returncode, second.returncode) == (0, 0)
-    assert [json.loads(r["body"]) for r in fake.requests if r["method"] == "POST"] == [{"password": "k"}] * 2
+    assert [json.loads(r["body"]) for r in fake.requests if r["method"] == "POST"] == [{"password": "e"},
+                                                                                       {"password": "k"}] * 2
 
 
 def test_job_fails_fast_on_401(tmp_path):
@@ -250,6 +254,37 @@ def test_job_rejects_control_characters(tmp_path):
     result = run_job(tmp_path, "http://127.0.0.1:9", "e", "line\nbreak")
     assert result.returncode != 0
     assert "control characters" in result.stderr
+
+
+@pytest.mark.parametrize("shell", ["bash", "dash"])
+def test_start_script_syntax(shell, tmp_path):
+    script = tmp_path / "start.sh"
+    script.write_text(START_SCRIPT)
+    result = subprocess.run([shutil.which(shell) or shell, "-n", str(script)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_start_script_writes_the_file_realm_user_then_hands_over(tmp_path):
+    """Run with elasticsearch-users and the image's entrypoint replaced by recorders, at the image's paths."""
+    root = tmp_path / "root"
+    tool = root / "usr/share/elasticsearch/bin/elasticsearch-users"
+    entry = root / "usr/local/bin/docker-entrypoint.sh"
+    for path, text in ((tool, 'echo "users $*" >>"$LOG"\n'), (entry, 'echo "entrypoint $*" >>"$LOG"\n')):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("#!/bin/sh\n" + text)
+        path.chmod(0o755)
+    script = START_SCRIPT.replace("/usr/share/", f"{root}/usr/share/").replace("/usr/local/", f"{root}/usr/local/")
+    script = script.replace("/bin/tini", f"{root}/bin/tini")  # no tini here: the script runs the entrypoint
+    (tmp_path / "start.sh").write_text(script)
+    log = tmp_path / "log"
+    result = subprocess.run(["dash", str(tmp_path / "start.sh"), "eswrapper"], capture_output=True, text=True,
+                            env={"PATH": os.environ["PATH"], "LOG": str(log), "ELASTIC_PASSWORD": "pw 'x'"})
+    assert result.returncode == 0, result.stderr
+    assert log.read_text().splitlines() == ["users userdel berth-admin",
+                                            "users useradd berth-admin -p pw 'x' -r superuser", "entrypoint eswrapper"]
+    missing = subprocess.run(["dash", str(tmp_path / "start.sh")], capture_output=True, text=True,
+                             env={"PATH": os.environ["PATH"], "LOG": str(log)})
+    assert missing.returncode != 0 and "ELASTIC_PASSWORD is required" in missing.stderr
 
 
 def test_pipeline_with_gelf_input_for_container_logs():

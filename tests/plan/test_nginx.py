@@ -18,7 +18,8 @@ from berth.units import parse_duration
 BASE = {
     "environment": "dev",
     "domain": "example.com",
-    "apps": {"frontend": {"image": "x/f:1", "port": 3000}, "backend": {"image": "x/b:1", "port": 8000}},
+    "apps": {"frontend": {"image": "x/f:1", "port": 3000}, "backend": {"image": "x/b:1", "port": 8000,
+                                                                               "extra_ports": [8001]}},
 }
 WEB = {"server_names": ["{domain}", "www.{domain}"], "routes": [{"path": "/", "app": "frontend"}]}
 SECURITY_HEADERS = [
@@ -114,7 +115,7 @@ def test_redirect_server_sends_plain_http_to_https_but_keeps_acme() -> None:
     assert direct(redirect) == ["listen 80 default_server;", "server_name _;",
                                 "location /.well-known/acme-challenge/ {", "location / {"]
     assert direct(block(redirect, "location / {")) == ["return 301 https://$host$request_uri;"]
-    assert direct(block(redirect, "location /.well-known/acme-challenge/ {")) == ["root /var/www/acme;"]
+    assert direct(block(redirect, "location /.well-known/acme-challenge/ {")) == ["root /var/lib/berth-acme/webroot;"]
 
 
 def test_redirect_names_a_published_https_port_other_than_443() -> None:
@@ -351,7 +352,7 @@ def test_main_context_and_paths() -> None:
     paths = set(re.findall(r"(?<![\w$^~])/(?:etc|tmp|dev|var|run|usr|srv|opt|home)/[^\s;]*", conf))
     assert paths == {"/etc/nginx/mime.types", "/etc/nginx/tls/cert.pem", "/etc/nginx/tls/key.pem", "/dev/stdout",
                      "/tmp/nginx.pid", "/tmp/nginx-client-body", "/tmp/nginx-proxy", "/tmp/nginx-fastcgi",
-                     "/tmp/nginx-uwsgi", "/tmp/nginx-scgi", "/var/www/acme"}
+                     "/tmp/nginx-uwsgi", "/tmp/nginx-scgi", "/var/lib/berth-acme/webroot"}
     moved = render({"sites": [WEB]}, pid="/run/x.pid", temp_dir="/var/cache/nginx")
     assert "pid /run/x.pid;" in moved and "client_body_temp_path /var/cache/nginx/nginx-client-body;" in moved
 

@@ -134,11 +134,12 @@ def test_owner_defaults_to_database_name():
 
 
 def test_superuser_databases_closed_once_and_app_databases_not_twice():
-    chosen = PostgresSettings.model_validate({"database": "postgres", "databases": {"template1": {"owner": "t"}}})
-    sql = databases_sql(chosen, {"template1": "pw"})
+    # Settings refuse an application database named after a built-in one (template1, postgres).
+    chosen = PostgresSettings.model_validate({"database": "postgres", "databases": {"shop": {"owner": "t"}}})
+    sql = databases_sql(chosen, {"shop": "pw"})
     closed = [line for line in sql.splitlines() if line.startswith("REVOKE ALL ON DATABASE")]
-    assert closed == ['REVOKE ALL ON DATABASE "template1" FROM PUBLIC;',
-                      'REVOKE ALL ON DATABASE "postgres" FROM PUBLIC;']
+    assert closed == ['REVOKE ALL ON DATABASE "shop" FROM PUBLIC;', 'REVOKE ALL ON DATABASE "postgres" FROM PUBLIC;',
+                      'REVOKE ALL ON DATABASE "template1" FROM PUBLIC;']
 
 
 def test_no_databases_still_closes_superuser_databases():

@@ -57,7 +57,7 @@ FIXTURES: dict[str, dict] = {
         "domain": "example.test",
         "apps": {
             "web": {"image": "x/web:1", "port": 3000},
-            "api": {"image": "x/api:1", "port": 8000},
+            "api": {"image": "x/api:1", "port": 8000, "extra_ports": [8001]},
             "stream": {"image": "x/stream:1", "port": 8000},
         },
         "minio": {},

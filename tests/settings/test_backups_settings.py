@@ -9,7 +9,8 @@ import pytest
 from berth.settings import load_settings
 from berth.settings.backups import available_items, period
 
-SFTP = {"url": "sftp://restic@backup.example.com:2222/srv/restic", "ssh_key": "-----BEGIN KEY-----\nx\n",
+SFTP = {"url": "sftp://restic@backup.example.com:2222/srv/restic",
+        "ssh_key": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk=\n-----END OPENSSH PRIVATE KEY-----\n",
         "known_hosts": "[backup.example.com]:2222 ssh-ed25519 AAAA"}
 
 
@@ -48,7 +49,7 @@ def test_a_stack_without_data_services_backs_up_its_volumes_only():
     ("backups.repositories.offsite", "needs ssh_key and known_hosts",
      {"backups.repositories": {"offsite": {"url": SFTP["url"]}}}),
     ("backups.repositories.offsite", "only for an sftp repository",
-     {"backups.repositories": {"offsite": {"url": "s3:https://s3.example.com/b", "ssh_key": "k"}}}),
+     {"backups.repositories": {"offsite": {"url": "s3:https://s3.example.com/b", "ssh_key": SFTP["ssh_key"]}}}),
     ("backups.repositories.local", "'local' is the repository on the host",
      {"backups.repositories": {"local": {"url": "rest:http://h/"}}}),
 ])
@@ -102,6 +103,6 @@ def test_period_is_the_longest_gap(cron, gap):
     ("databaseai", "0 2 * * *", {}, {"daily": 7, "weekly": 4}),
 ])
 def test_each_blueprint_carries_its_seeds_schedule(blueprint, schedule, schedules, retention):
-    backups = load_settings({"environment": "prod"}, blueprint=blueprint).backups
+    backups = load_settings({"environment": "dev"}, blueprint=blueprint).backups
     assert (backups.schedule, backups.schedules) == (schedule, schedules)
     assert backups.retention.model_dump(exclude_none=True) == retention

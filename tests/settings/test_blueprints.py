@@ -33,8 +33,20 @@ def route(settings: Settings, server_name: str, path: str):
     raise AssertionError(f"no site for {server_name}")
 
 
-def test_all_five_seeds_have_a_blueprint():
-    assert NAMES == ["ai-present-finder", "databaseai", "praxifi", "sentineliq", "webprometrics"]
+SEEDS = ["ai-present-finder", "databaseai", "praxifi", "sentineliq", "webprometrics"]
+
+
+def test_all_five_seeds_have_a_blueprint_beside_the_demo():
+    assert NAMES == sorted([*SEEDS, "demo"])
+
+
+def test_the_demo_uses_public_images_and_the_demo_app():
+    settings = load("demo", "dev")
+    assert settings.postgres is not None and settings.redis is not None and settings.proxy is not None
+    assert (settings.postgres.image, settings.redis.image, settings.proxy.image) == (
+        "postgres:16-alpine", "redis:7-alpine", "nginx:1.27-alpine")
+    assert {name: app.image for name, app in settings.apps.items()} == {"web": "berth/demo:1"}
+    assert settings.apps["web"].secrets == {"DATABASE_URL": "postgres.databases.demo.url", "REDIS_URL": "redis.url"}
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
@@ -68,6 +80,22 @@ def test_blueprint_publishes_only_through_the_tls_proxy(name: str):
     assert settings.proxy is not None and settings.proxy.enabled
     assert settings.proxy.tls.mode != "none"
     assert settings.proxy.http_redirect is True
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+@pytest.mark.parametrize("name", NAMES)
+def test_staging_and_prod_use_lets_encrypt_and_dev_stays_self_signed(name: str, env: str):
+    from berth.settings import from_stack_files
+    from berth.settings.tls import LETSENCRYPT, LETSENCRYPT_STAGING, acme_server
+
+    settings = load_settings({**from_stack_files(env), "blueprint": name})
+    assert settings.proxy is not None
+    if env == "dev":
+        assert settings.proxy.tls.mode == "self-signed"
+        return
+    assert settings.proxy.tls.mode == "letsencrypt"
+    assert settings.proxy.tls.acme is not None and settings.proxy.tls.acme.email
+    assert acme_server(settings) == (LETSENCRYPT_STAGING if env == "staging" else LETSENCRYPT)
 
 
 # -- praxifi (seed 000) --------------------------------------------------------------------------

@@ -23,7 +23,6 @@ config:
   berth:domain:
     type: string
     default: localhost
-  other:thing: 1
 """
 
 # -- deep_merge ------------------------------------------------------------------------------------
@@ -93,18 +92,19 @@ def test_no_blueprint_means_the_raw_config_alone():
 
 
 def test_a_stack_can_switch_an_app_on():
-    settings = load_settings({"environment": "prod", "apps": {"llm": {"enabled": True}}}, blueprint="databaseai")
+    settings = load_settings({"environment": "prod", "protect_data": True, "apps": {"llm": {"enabled": True}}},
+                             blueprint="databaseai")
     assert sorted(settings.enabled_apps) == ["backend", "frontend", "llm"]
 
 
 def test_unknown_blueprint():
     with pytest.raises(ConfigError) as caught:
         load_settings({"environment": "dev"}, blueprint="nope")
-    assert str(caught.value) == ("berth:blueprint: 'nope' is not one of ['ai-present-finder', 'databaseai', 'praxifi', "
-                                 "'sentineliq', 'webprometrics']")
+    assert str(caught.value) == ("berth:blueprint: 'nope' is not one of ['ai-present-finder', 'databaseai', 'demo', "
+                                 "'praxifi', 'sentineliq', 'webprometrics']")
 
 
-@pytest.mark.parametrize("name", ["../praxifi", "Praxifi", 42])
+@pytest.mark.parametrize("name", ["../praxifi", "Praxifi", "42"])
 def test_blueprint_name_must_be_a_plain_name(name):
     with pytest.raises(ConfigError) as caught:
         load_settings({"environment": "dev", "blueprint": name})
@@ -136,17 +136,19 @@ def test_blueprint_errors_name_the_merged_path():
 
 @pytest.mark.parametrize(("stack", "expected"), [
     ("dev", {
-        "protect_data": False, "domain": "localhost", "environment": "dev", "blueprint": "praxifi",
+        "protect_data": False, "domain": "localhost", "environment": "dev", "blueprint": "demo",
         "host": {"url": "unix:///var/run/docker.sock"},
         "proxy": {"bind": "127.0.0.1", "http_port": 8080, "https_port": 8443},
     }),
     ("staging", {
         "protect_data": False, "domain": "staging.example.com", "environment": "staging", "blueprint": "praxifi",
         "host": {"url": "ssh://deploy@staging.example.com:22", "ssh_opts": SSH_OPTS},
+        "proxy": {"tls": {"mode": "letsencrypt", "acme": {"email": "ops@example.com"}}},
     }),
     ("prod", {
         "protect_data": True, "domain": "example.com", "environment": "prod", "blueprint": "praxifi",
         "host": {"url": "ssh://deploy@prod.example.com:22", "ssh_opts": SSH_OPTS},
+        "proxy": {"tls": {"mode": "letsencrypt", "acme": {"email": "ops@example.com"}}},
     }),
 ])
 def test_from_stack_files(stack, expected):
@@ -158,13 +160,14 @@ def test_dev_proxy_settings_merge_into_the_blueprint_proxy():
     proxy = settings.proxy
     assert proxy is not None
     assert (proxy.bind, proxy.http_port, proxy.https_port) == ("127.0.0.1", 8080, 8443)
-    assert [site.server_names for site in proxy.sites] == [["{domain}", "www.{domain}"], ["api.{domain}"]]
+    assert [site.server_names for site in proxy.sites] == [["{domain}"]]  # the demo blueprint's one site
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_every_stack_file_validates(stack):
     settings = load_settings(from_stack_files(stack))
-    assert (settings.environment, settings.blueprint, settings.protect_data) == (stack, "praxifi", stack == "prod")
+    blueprint = "demo" if stack == "dev" else "praxifi"
+    assert (settings.environment, settings.blueprint, settings.protect_data) == (stack, blueprint, stack == "prod")
 
 
 def test_unknown_stack(tmp_path):
@@ -244,29 +247,33 @@ def pulumi_config_values():
     pulumi_config.set_all_config(saved)
 
 
-def test_from_pulumi_config_decodes_json_numbers_and_booleans(pulumi_config_values):
+def test_from_pulumi_config_keeps_the_engines_strings_and_marks_secret_keys(pulumi_config_values):
     apps = {"backend": {"image": "ghcr.io/acme/backend:1", "port": 8000, "env": {"A": "1"}}}
     pulumi_config_values({
         "berth:environment": "dev",
         "berth:apps": json.dumps(apps),
         "berth:protect_data": "true",
-        "berth:registries": json.dumps([{"address": "ghcr.io", "username": "u", "password": "p"}]),
-        "berth:max": "-12",
-        "berth:domain": "example.com",
-        "berth:version": "1.5",
-        "berth:broken": "{not json",
-        "other:key": "ignored",
+        "berth:redis": json.dumps({"password": "p4ssw0rd-given"}),
+        "pulumi:disable-default-providers": '["docker"]',
     })
-    assert from_pulumi_config() == {
-        "apps": apps,
-        "broken": "{not json",
-        "domain": "example.com",
-        "environment": "dev",
-        "max": -12,
-        "protect_data": True,
-        "registries": [{"address": "ghcr.io", "username": "u", "password": "p"}],
-        "version": "1.5",
-    }
+    pulumi_config._SECRET_KEYS.set({"berth:redis"})
+    try:
+        raw = from_pulumi_config()
+    finally:
+        pulumi_config._SECRET_KEYS.set(set())
+    assert raw == {"apps": json.dumps(apps), "environment": "dev", "protect_data": "true",
+                   "redis": json.dumps({"password": "p4ssw0rd-given"})}
+    assert raw.secure == {"redis"}
+    settings = load_settings(raw)
+    assert settings.protect_data is True and settings.apps["backend"].port == 8000
+
+
+def test_from_pulumi_config_refuses_keys_of_other_namespaces(pulumi_config_values):
+    pulumi_config_values({"berth:environment": "dev", "bert:protect_data": "true"})
+    with pytest.raises(ConfigError) as caught:
+        from_pulumi_config()
+    assert str(caught.value) == ("berth: pulumi config: config key 'bert:protect_data' is not berth's (berth:<key>) "
+                                 "or Pulumi's (pulumi:<key>) (did you mean 'berth:protect_data'?)")
 
 
 def test_from_pulumi_config_feeds_load_settings(pulumi_config_values):

@@ -5,7 +5,7 @@
 
 * ``berth-engine/debian:bookworm``: a debootstrap'ed Debian bookworm (minbase) imported with
   ``docker import``. Built when missing, or when its recipe below changed (label ``berth.recipe``).
-* ``berth-engine/<name>:<key>`` for every ``<name>/Dockerfile`` in IMAGES, where ``<key>`` is the
+* ``berth-engine/<name>:<key>`` for every ``<name>/Dockerfile`` in IMAGES (or its CONTEXTS dir), where ``<key>`` is the
   first 12 hex digits of a sha256 over the files of ``<name>/`` and the base image id. An existing
   ``<name>:<key>`` is reused, so a rebuild only happens when the directory (or the base) changed.
   Every image is also tagged ``:latest`` and ``:v2`` (the same image under a second tag, for tests
@@ -32,7 +32,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PREFIX = "berth-engine"
 BASE = f"{PREFIX}/debian:bookworm"
-IMAGES = ("postgres", "redis", "rabbitmq", "nginx", "standin")
+IMAGES = ("postgres", "redis", "rabbitmq", "nginx", "standin", "demo", "certbot")
+# Images whose build context is not a directory here: the demo app is the product's own (demo/app).
+CONTEXTS = {"demo": HERE.parents[2] / "demo" / "app"}
 EXTRA_TAGS = ("latest", "v2")
 MIRROR = "http://deb.debian.org/debian"
 LOCK_FILE = Path(tempfile.gettempdir()) / "berth-engine-build.lock"
@@ -161,7 +163,7 @@ def _prune_stale_keys(repo: str, keep: str) -> None:
 
 def build_image(name: str, base_id: str, force: bool = False) -> str:
     """Build berth-engine/<name> unless its content key exists; (re)tag it latest and v2."""
-    directory = HERE / name
+    directory = CONTEXTS.get(name, HERE / name)
     repo = f"{PREFIX}/{name}"
     keyed = f"{repo}:{content_key(directory, base_id)}"
     start = time.monotonic()
