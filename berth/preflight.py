@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from berth.errors import ConfigError
+from berth.plan.provision import provider_ssh_opts
 from berth.settings import Settings
 from berth.settings.base import Cadence
 from berth.settings.host import HostSettings
@@ -100,6 +101,12 @@ def preflight(settings: Settings) -> None:
         return
     if not settings.host.preflight:
         pulumi.log.info("berth: host preflight is off (host.preflight: false)")
+        return
+    if settings.host.provision.enabled:
+        # A bare VPS has no Docker (nor deploy user) yet: this update installs them. The provisioning
+        # commands verify the host key themselves (host.provision.ssh.host_key).
+        pulumi.log.info(f"berth: host preflight skipped: host.provision sets up Docker on {settings.host.url} "
+                        "in this update")
         return
     report = check(settings)
     for warning in report.warnings:
@@ -243,7 +250,7 @@ def ssh_command(host: HostSettings, timeout: float = TIMEOUT) -> list[str]:
     BatchMode comes first because ssh keeps the first value it is given for an option.
     """
     parts = urlsplit(host.url)
-    flags = ["-o", "BatchMode=yes", *host.ssh_args]
+    flags = ["-o", "BatchMode=yes", *provider_ssh_opts(host)]
     if not any("connecttimeout" in flag.lower() for flag in flags):
         flags += ["-o", f"ConnectTimeout={max(1, round(timeout))}"]
     flags.append("-T")

@@ -1,10 +1,17 @@
-"""DockerHost: the stack's explicit docker.Provider, so no resource can land on another host."""
+"""DockerHost: the stack's explicit docker.Provider, so no resource can land on another host.
+
+On a provisioned host the provider waits for provisioning (so every docker resource does), and its
+ssh trusts only the configured host key.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import pulumi
 import pulumi_docker as docker
 
+from berth.plan.provision import provider_ssh_opts
 from berth.settings.host import HostSettings, Registry
 
 
@@ -12,12 +19,12 @@ class DockerHost(pulumi.ComponentResource):
     """Creates the docker.Provider for the configured host, with TLS material and registry credentials."""
 
     def __init__(self, name: str, host: HostSettings, registries: list[Registry],
-                 opts: pulumi.ResourceOptions | None = None) -> None:
+                 opts: pulumi.ResourceOptions | None = None, after: Sequence[pulumi.Resource] = ()) -> None:
         super().__init__("berth:host:DockerHost", name, None, opts)
         self.provider = docker.Provider(
             f"{name}-docker",
             host=host.url,
-            ssh_opts=host.ssh_args or None,
+            ssh_opts=provider_ssh_opts(host) or None,
             ca_material=_secret(host.ca),
             cert_material=_secret(host.cert),
             key_material=_secret(host.key),
@@ -29,7 +36,7 @@ class DockerHost(pulumi.ComponentResource):
                 )
                 for registry in registries
             ] or None,
-            opts=pulumi.ResourceOptions(parent=self),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=list(after)),
         )
         self.register_outputs({"url": host.url})
 

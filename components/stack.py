@@ -20,6 +20,7 @@ from components.job import Job
 from components.minio import Minio
 from components.network import Networks
 from components.postgres import Postgres
+from components.provision import Provisioning
 from components.proxy import NginxProxy
 from components.rabbitmq import RabbitMQ
 from components.redis import Redis
@@ -35,7 +36,11 @@ class Stack(pulumi.ComponentResource):
 
     def __init__(self, name: str, settings: Settings, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("berth:stack:Stack", name, None, opts)
-        self.host = DockerHost("host", settings.host, settings.registries, pulumi.ResourceOptions(parent=self))
+        # A provisioned host is made a Docker host first: the provider, and so every docker resource, waits.
+        self.provisioning = (Provisioning("provision", settings, pulumi.ResourceOptions(parent=self))
+                             if settings.host.provision.enabled else None)
+        self.host = DockerHost("host", settings.host, settings.registries, pulumi.ResourceOptions(parent=self),
+                               after=self.provisioning.steps if self.provisioning else ())
         # Every docker resource below inherits this provider through its parent: never the default one.
         on_host = pulumi.ResourceOptions(parent=self, provider=self.host.provider)
         self.networks = Networks("network", settings, on_host)

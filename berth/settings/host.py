@@ -9,6 +9,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from berth.settings import grammar
 from berth.settings.base import BerthModel, ByteSize, ImageRef, Pem, Secret, in_range
+from berth.settings.provision import ProvisionSettings
 
 # ssh options that run a command on the operator's machine: a stack file must not carry them.
 _COMMAND_OPTIONS = re.compile(r"(?:^|-o\s*)(proxycommand|localcommand|permitlocalcommand|knownhostscommand)\b",
@@ -70,6 +71,8 @@ class HostSettings(BerthModel):
     ssh_key: str | None = None
     # Reach the host before any resource is registered (berth/preflight.py); false for offline review.
     preflight: bool = True
+    # Make a bare VPS a hardened Docker host first (berth/settings/provision.py); off by default.
+    provision: ProvisionSettings = ProvisionSettings()
 
     @model_validator(mode="after")
     def _consistent(self) -> HostSettings:

@@ -12,6 +12,7 @@ from berth.settings.backups import BackupSettings, check_backups
 from berth.settings.base import BerthModel, Name, Secret, VolumeName, in_range, matching
 from berth.settings.guardrails import AllowInsecure
 from berth.settings.host import HostSettings, ImageOverrides, LogSettings, Registry
+from berth.settings.provision import check_provision
 from berth.settings.proxy import ProxySettings
 from berth.settings.release import (
     DEFAULT_RELEASE_HISTORY,
@@ -142,7 +143,7 @@ class Settings(BerthModel):
         if self.logging.driver == "gelf" and not self.logging.address and not self.service("logstash"):
             found.append(("logging.address", "driver gelf needs an address, or elk in the stack to send to"))
         found += self._no_cycles()
-        for check in (check_promotion, check_tls, check_backups):  # each stops at its first problem
+        for check in (check_promotion, check_tls, check_provision, check_backups):  # each stops at its first problem
             try:
                 check(self)
             except ValueError as error:

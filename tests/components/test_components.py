@@ -80,9 +80,14 @@ def test_host_provider_matches_the_stack(synthesized):
         assert inputs == {"host": "unix:///var/run/docker.sock"}
     else:
         # Pulumi hands provider inputs over JSON-encoded.
+        # A provisioned host: only its configured key is trusted (and first, as ssh keeps first values).
+        host_key = synthesized.settings.host.provision.ssh.host_key
         assert (inputs["host"], json.loads(inputs["sshOpts"])) == (
             f"ssh://deploy@{synthesized.stack}.example.com:22",
-            ["-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=30"])
+            ["-o", "StrictHostKeyChecking=yes", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "GlobalKnownHostsFile=/dev/null",
+             "-o", f"KnownHostsCommand=/bin/echo {synthesized.stack}.example.com {host_key}",
+             "-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=30"])
         assert sorted(inputs) == ["host", "sshOpts"]
 
 
@@ -553,7 +558,7 @@ GIVEN = {
 MARKERS = ("given-ca-material", "given-cert-material", "given-key-material")
 OVERRIDES = {
     "host": {"url": "tcp://docker.example.com:2376", "ssh_opts": [], "ca": GIVEN["ca"], "cert": GIVEN["cert"],
-             "key": GIVEN["key"]},
+             "key": GIVEN["key"], "provision": {"enabled": False}},  # a tcp:// engine is not provisioned
     "registries": [{"address": "ghcr.io", "username": "bot", "password": GIVEN["registry"]}],
     "redis": {"password": GIVEN["redis"]},
     "secrets": {"jwt-secret": {"value": GIVEN["jwt"]}},

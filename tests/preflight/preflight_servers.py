@@ -228,6 +228,10 @@ def ca_pem(ca: tuple[ec.EllipticCurvePrivateKey, x509.Certificate]) -> str:
     return ca[1].public_bytes(serialization.Encoding.PEM).decode()
 
 
+# The second engine's default bridge: link-local, so no route anywhere depends on it.
+BRIDGE, BRIDGE_ADDRESS = "berthpf0", "169.254.213.1/30"
+
+
 @contextlib.contextmanager
 def running_tls_engine(folder: Path) -> Iterator[TlsEngine]:
     ca, other = make_ca("berth-preflight CA"), make_ca("berth-preflight other CA")
@@ -245,8 +249,14 @@ def running_tls_engine(folder: Path) -> Iterator[TlsEngine]:
         "--pidfile", str(folder / "dockerd.pid"), "-H", f"unix://{folder / 'docker.sock'}",
         "-H", f"tcp://127.0.0.1:{port}", "--tlsverify", "--tlscacert", str(folder / "ca.pem"),
         "--tlscert", str(folder / "server.pem"), "--tlskey", str(folder / "server-key.pem"),
-        "--bridge=none", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
+        # Not --bridge=none: a dockerd started so deletes the host's docker0 (moby/moby#26989), the
+        # shared engine's default bridge. A bridge of its own, made here, it leaves alone.
+        f"--bridge={BRIDGE}", "--iptables=false", "--ip-masq=false", "--ip-forward=false",
     ]
+    subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)  # a leftover
+    for step in (["link", "add", BRIDGE, "type", "bridge"], ["addr", "add", BRIDGE_ADDRESS, "dev", BRIDGE],
+                 ["link", "set", BRIDGE, "up"]):
+        subprocess.run(["ip", *step], capture_output=True, check=True)
     with log.open("wb") as out:
         process = subprocess.Popen(command, stdout=out, stderr=out, stdin=subprocess.DEVNULL)
     try:
@@ -257,3 +267,4 @@ def running_tls_engine(folder: Path) -> Iterator[TlsEngine]:
                         issue(other, "berth-foreign-client", server=False), ca_pem(other))
     finally:
         stop(process)
+        subprocess.run(["ip", "link", "del", BRIDGE], capture_output=True, check=False)

@@ -331,10 +331,16 @@ def test_synth_skips_it_by_default_and_says_so():
     assert run.returncode == 0, run.stderr
     assert run.stderr == ("berth: synth skips the host preflight (ssh://deploy@staging.example.com:22 is not "
                           "contacted); --preflight runs it\n")
+    # staging provisions its host: a bare VPS has no Docker yet, so the preflight says it steps aside
     with_it = subprocess.run([sys.executable, "-m", "berth", "synth", "--stack", "staging", "--preflight"],
                              capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
-    assert with_it.returncode == 1
-    assert with_it.stderr.strip().startswith("berth:host.url: ssh to staging.example.com:22")
+    assert with_it.returncode == 0, with_it.stderr
+    assert ("info: berth: host preflight skipped: host.provision sets up Docker on "
+            "ssh://deploy@staging.example.com:22 in this update") in with_it.stderr
+    # without provisioning, the same host is reached, and fails as it must here
+    with pytest.raises(pulumi.RunError) as failed:
+        synth("staging", raw_overrides={"host": {"provision": {"enabled": False}}}, preflight=True)
+    assert str(failed.value).startswith("berth:host.url: ssh to staging.example.com:22")
 
 
 def test_synth_preflight_names_tls_material_it_cannot_decrypt(tls_engine):
@@ -353,3 +359,9 @@ def test_synth_with_preflight_reports_the_engine_it_found():
                            capture_output=True, text=True, check=True).stdout.strip()
     assert run.stderr.startswith(f"info: berth: host unix:///var/run/docker.sock: {local} (preflight for up, ")
     assert len(run.stderr.splitlines()) == 1
+
+
+def test_the_second_engine_leaves_the_shared_engines_bridge_alone(tls_engine):
+    """A dockerd with --bridge=none deletes docker0 (moby/moby#26989), breaking every other tier's builds."""
+    shown = subprocess.run(["ip", "-brief", "link", "show", "docker0"], capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.startswith("docker0"), shown.stderr

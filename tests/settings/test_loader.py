@@ -134,6 +134,11 @@ def test_blueprint_errors_name_the_merged_path():
 # -- stack files -----------------------------------------------------------------------------------
 
 
+# staging and prod provision their host (the host key is the stack files' example)
+PROVISION = {"enabled": True, "ssh": {"user": "root", "host_key": "ssh-ed25519 "
+                                      "AAAAC3NzaC1lZDI1NTE5AAAAIJodZH+iDQSvM9Pjz+Q9pBcyNlviIcpLoutp9UryuY9i"}}
+
+
 @pytest.mark.parametrize(("stack", "expected"), [
     ("dev", {
         "protect_data": False, "domain": "localhost", "environment": "dev", "blueprint": "demo",
@@ -142,12 +147,12 @@ def test_blueprint_errors_name_the_merged_path():
     }),
     ("staging", {
         "protect_data": False, "domain": "staging.example.com", "environment": "staging", "blueprint": "praxifi",
-        "host": {"url": "ssh://deploy@staging.example.com:22", "ssh_opts": SSH_OPTS},
+        "host": {"url": "ssh://deploy@staging.example.com:22", "ssh_opts": SSH_OPTS, "provision": PROVISION},
         "proxy": {"tls": {"mode": "letsencrypt", "acme": {"email": "ops@example.com"}}},
     }),
     ("prod", {
         "protect_data": True, "domain": "example.com", "environment": "prod", "blueprint": "praxifi",
-        "host": {"url": "ssh://deploy@prod.example.com:22", "ssh_opts": SSH_OPTS},
+        "host": {"url": "ssh://deploy@prod.example.com:22", "ssh_opts": SSH_OPTS, "provision": PROVISION},
         "proxy": {"tls": {"mode": "letsencrypt", "acme": {"email": "ops@example.com"}}},
     }),
 ])

@@ -32,7 +32,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 PREFIX = "berth-engine"
 BASE = f"{PREFIX}/debian:bookworm"
-IMAGES = ("postgres", "redis", "rabbitmq", "nginx", "standin", "demo", "certbot")
+IMAGES = ("postgres", "redis", "rabbitmq", "nginx", "standin", "demo", "certbot", "provision-target")
 # Images whose build context is not a directory here: the demo app is the product's own (demo/app).
 CONTEXTS = {"demo": HERE.parents[2] / "demo" / "app"}
 EXTRA_TAGS = ("latest", "v2")
