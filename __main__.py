@@ -36,5 +36,8 @@ pulumi.export("apps", {name: [c.name for c in app.containers] for name, app in s
 pulumi.export("connections", pulumi.Output.secret(stack.connections))
 pulumi.export("release", history.apply(lambda releases: releases[0]))
 pulumi.export("releases", history)
+if stack.backup is not None:
+    # Without it the backups cannot be read: `pulumi stack output --show-secrets backup_password`.
+    pulumi.export("backup_password", stack.backup.password)
 if stack.proxy is not None:
     pulumi.export("urls", stack.urls)

@@ -1,6 +1,8 @@
-"""Command line: `python -m berth synth --stack NAME [--blueprint NAME] [--format json|tree] [--show-secrets]`.
+"""Command line: `python -m berth synth|backup|restore --stack NAME ...`.
 
+`synth [--blueprint NAME] [--format json|tree] [--show-secrets] [--preflight]` prints the desired state;
 `--preflight` reaches the stack's Docker host first, as `pulumi preview` does; synth is offline without it.
+`backup now|list|check` and `restore WHAT` run in the stack's backup container (berth/ops.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--format", choices=("json", "tree"), default="json")
     synth.add_argument("--show-secrets", action="store_true", help="print secret values instead of [secret]")
     synth.add_argument("--preflight", action="store_true", help="reach the stack's Docker host first, as preview does")
+    from berth import ops
+
+    ops.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in ("backup", "restore"):
+        try:
+            return ops.run(args)
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            return EXIT_CONFIG
 
     import pulumi
 

@@ -76,6 +76,7 @@ class ContainerSpec:
     health: tuple[list[str], Cadence] | None = None
     resources: Resources = field(default_factory=Resources)
     volumes: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # container path -> volume name
+    read_only_volumes: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)  # mounted read-only
     uploads: Sequence[docker.ContainerUploadArgs] = ()
     # A fixed docker name makes the container delete-before-replace (data services, the proxy);
     # apps leave it None and are replaced create-before-delete behind their alias, unless stop_first.
@@ -102,7 +103,9 @@ def container(resource_name: str, service: ServiceArgs, spec: ContainerSpec, par
         "networks_advanced": [docker.ContainerNetworksAdvancedArgs(name=network, aliases=list(spec.placement.aliases))
                               for network in spec.placement.networks],
         "volumes": [docker.ContainerVolumeArgs(volume_name=volume, container_path=path)
-                    for path, volume in sorted(spec.volumes.items())],
+                    for path, volume in sorted(spec.volumes.items())]
+                   + [docker.ContainerVolumeArgs(volume_name=volume, container_path=path, read_only=True)
+                      for path, volume in sorted(spec.read_only_volumes.items())],
         "uploads": list(spec.uploads),
         "healthcheck": docker.ContainerHealthcheckArgs(**check) if check else None,
         "wait": health is not None,

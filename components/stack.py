@@ -11,6 +11,7 @@ from berth.plan.nginx import site_urls
 from berth.plan.order import start_order
 from berth.settings import Settings
 from components.app import AppService
+from components.backup import Backup
 from components.common import ServiceArgs, password
 from components.elk import Elk
 from components.host import DockerHost
@@ -67,6 +68,8 @@ class Stack(pulumi.ComponentResource):
                 app = self.apps[name_] = AppService(name_, args, on_host)
                 args = replace(args, after={**args.after, name_: app})
         self.proxy = NginxProxy("proxy", args, on_host) if settings.proxy and settings.proxy.enabled else None
+        backups = settings.backups is not None and settings.backups.enabled
+        self.backup = Backup("backup", args, self.images, on_host) if backups else None
         self.urls = site_urls(settings)
         self.register_outputs({"apps": list(self.apps), "services": list(self.services)})
 

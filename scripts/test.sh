@@ -6,7 +6,8 @@
 #            nothing else that uses the engine runs beside it)
 #   phase 2: the real-system tiers, each on its own servers: preflight (real sshd, a TLS dockerd),
 #            promote (two stacks on the engine and a real registry), acme (Pebble against the
-#            stack's real nginx), provision (a Debian system over real SSH), ...
+#            stack's real nginx), provision (a Debian system over real SSH),
+#            backup (restic round trips, an SFTP server), ...
 # usage: bash scripts/test.sh [pytest args...]   (the args go to every tier's pytest)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -56,7 +57,7 @@ tiers() {
 
 PHASE1=("unit=tests/settings tests/plan tests/components tests/render tests/policy" "engine=tests/engine")
 # The promotion tier shares the engine; it runs once the engine tier (which restarts dockerd) is done.
-PHASE2=("preflight=tests/preflight" "promote=tests/promote" "acme=tests/acme" "provision=tests/provision")
+PHASE2=("preflight=tests/preflight" "promote=tests/promote" "acme=tests/acme" "provision=tests/provision" "backup=tests/backup")
 # Every test directory is in a tier: a new one left out would pass by never running.
 for dir in $(find tests -name 'test_*.py' -printf '%h\n' | sort -u); do
   case " ${PHASE1[*]#*=} ${PHASE2[*]#*=} " in *" ${dir} "*) ;; *) echo "scripts/test.sh: $dir is in no tier" >&2; exit 1 ;; esac

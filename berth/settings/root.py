@@ -8,6 +8,7 @@ from pydantic import AfterValidator, Field, model_validator
 
 from berth.errors import Problems
 from berth.settings.apps import AppSettings, JobSettings
+from berth.settings.backups import BackupSettings, check_backups
 from berth.settings.base import BerthModel, Name, Secret, VolumeName, in_range, matching
 from berth.settings.guardrails import AllowInsecure
 from berth.settings.host import HostSettings, ImageOverrides, LogSettings, Registry
@@ -41,7 +42,7 @@ CONSOLES = {"kibana": 5601, "minio-console": 9001}
 
 SecretName = Annotated[str, AfterValidator(matching(r"[a-z][a-z0-9_-]{0,62}", "a name of a-z, 0-9, '_' and '-'"))]
 # Names the stack's own components take; an app or job may not take them too.
-RESERVED_NAMES = ("host", "network", "images", "volumes", "proxy")
+RESERVED_NAMES = ("host", "network", "images", "volumes", "proxy", "backup")
 
 
 class GeneratedSecret(BerthModel):
@@ -79,6 +80,7 @@ class Settings(BerthModel):
     release_history: ReleaseHistory = DEFAULT_RELEASE_HISTORY
     # Opt-outs of the prod/staging guardrails, each with its reason (berth/settings/guardrails.py).
     allow_insecure: AllowInsecure = {}
+    backups: BackupSettings | None = None
 
     # -- derived views, used by validation and by the plan ------------------------------------
 
@@ -141,7 +143,7 @@ class Settings(BerthModel):
         if self.logging.driver == "gelf" and not self.logging.address and not self.service("logstash"):
             found.append(("logging.address", "driver gelf needs an address, or elk in the stack to send to"))
         found += self._no_cycles()
-        for check in (check_promotion, check_tls, check_provision):  # each stops at its first problem
+        for check in (check_promotion, check_tls, check_provision, check_backups):  # each stops at its first problem
             try:
                 check(self)
             except ValueError as error:

@@ -39,7 +39,7 @@ def app_containers(synth) -> dict[str, list[dict[str, Any]]]:
 
 def service_containers(synth) -> list[dict[str, Any]]:
     """The long-running containers of data services (fixed names, not the proxy, apps or jobs)."""
-    workloads = {*synth.settings.enabled_apps, *synth.settings.enabled_jobs, "proxy", "proxy-certbot"}
+    workloads = {*synth.settings.enabled_apps, *synth.settings.enabled_jobs, "proxy", "proxy-certbot", "backup"}
     return [r for r in synth.containers if r["parent"] not in workloads and not is_one_shot(r)]
 
 
@@ -103,8 +103,9 @@ def test_components_follow_the_type_token_shape(synthesized):
 def test_every_container_runs_a_pulled_image(synthesized):
     pulled = {r["inputs"]["name"] for r in synthesized.of_type("remoteImage:RemoteImage")}
     assert all(r["inputs"]["keepLocally"] is True for r in synthesized.of_type("remoteImage:RemoteImage"))
+    built = {r["inputs"]["imageName"] for r in synthesized.of_type("image:Image")}
     used = {r["inputs"]["image"] for r in synthesized.containers}
-    assert used == pulled
+    assert used - built == pulled  # and the backup image is built on the host (FROM the stack's Postgres image)
 
 
 def test_containers_rotate_logs_and_restart(synthesized):
@@ -369,7 +370,8 @@ def test_every_volume_is_mounted_by_a_container_of_its_owner(synthesized):
     mounts = {(r["parent"], m["volumeName"]) for r in synthesized.containers for m in r["inputs"].get("volumes", [])}
     for volume in synthesized.of_type("volume:Volume"):
         owners = {parent for parent, name in mounts if name == volume["inputs"]["name"]}
-        if volume["parent"] == "volumes":  # shared by apps and jobs
+        if volume["parent"] == "volumes":  # shared by apps and jobs (and read by the backup container)
+            owners.discard("backup")
             assert owners and owners <= {*synthesized.settings.enabled_apps, *synthesized.settings.enabled_jobs}
         elif volume["name"] == "proxy-certbot-shared":  # certbot's webroot and certificate, read by nginx
             assert owners == {"proxy-certbot", "proxy"}
@@ -396,6 +398,7 @@ def test_apps_are_replaced_create_before_delete_unless_stop_first(synthesized):
 
 def test_fixed_names_replace_delete_first(synthesized):
     fixed = service_containers(synthesized) + [synthesized.named("proxy-container")]
+    fixed += [r for r in synthesized.containers if r["name"] == "backup-container"]
     for record in fixed:
         assert record["options"]["delete_before_replace"] is True, record["name"]
         alias = record["inputs"]["networksAdvanced"][0]["aliases"][0]
@@ -601,8 +604,8 @@ def test_reveal_shows_what_the_masked_synth_hides(revealed):
     assert [name for name, value in GIVEN.items() if not occurs(value, text)] == []
     passwords = [value for value in revealed.generated if value.isalnum()]
     keys = [value for value in revealed.generated if value.startswith("-----BEGIN PRIVATE KEY-----")]
-    # postgres, minio root, elastic and kibana_system are generated; the rest were given.
-    assert (len(passwords), len(keys)) == (4, 1)
+    # postgres, minio root, elastic, kibana_system and the restic repository's are generated; the rest were given.
+    assert (len(passwords), len(keys)) == (5, 1)
     assert all(occurs(value, text) for value in passwords + keys)
     provider = revealed.named(PROVIDER)["inputs"]
     assert (provider["caMaterial"], provider["keyMaterial"]) == (GIVEN["ca"], GIVEN["key"])

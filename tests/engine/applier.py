@@ -48,6 +48,8 @@ NETWORK = "docker:index/network:Network"
 VOLUME = "docker:index/volume:Volume"
 IMAGE = "docker:index/remoteImage:RemoteImage"
 CONTAINER = "docker:index/container:Container"
+BUILD = "docker:index/image:Image"  # built on the engine from a context in the project (skipPush)
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # Types whose values synth already inlined into the inputs of the resources that use them.
 NOOP_TYPES = {
     "random:index/randomPassword:RandomPassword": "its result is inlined as a revealed secret",
@@ -65,6 +67,8 @@ MAPPED_FIELDS: dict[str, dict[str, frozenset[str] | None]] = {
     NETWORK: {"name": None, "driver": None, "internal": None, "labels": _LABEL},
     VOLUME: {"name": None, "labels": _LABEL},
     IMAGE: {"name": None, "keepLocally": None},
+    BUILD: {"imageName": None, "build": frozenset({"context", "dockerfile", "args"}), "skipPush": None,
+            "buildOnPreview": None},
     CONTAINER: {
         "image": None,
         "name": None,
@@ -346,6 +350,8 @@ class Applier:
         if kind == IMAGE:
             self._require_image(inputs["name"], name)
             self.log(f"applier: = image {inputs['name']} (present locally; {name})")
+        elif kind == BUILD:
+            self._build(inputs, name)
         elif kind == NETWORK:
             created = self.api.create_network(
                 inputs["name"], driver=inputs.get("driver"), internal=bool(inputs.get("internal", False)),
@@ -368,6 +374,26 @@ class Applier:
             self.state[index] = created
             if created.hostname:
                 self.hostnames[created.hostname] = self.records[index]["name"]
+
+    def _build(self, inputs: dict[str, Any], what: str) -> None:
+        """`docker build` of the context (paths relative to the project, as `pulumi up` runs there)."""
+        if not inputs.get("skipPush"):
+            raise ApplyError(f"{what}: only skipPush images can be built here (no registry)")
+        build = inputs["build"]
+        context = PROJECT_ROOT / build["context"]
+        dockerfile = (PROJECT_ROOT / build.get("dockerfile", f"{build['context']}/Dockerfile")).relative_to(context)
+        begin = time.monotonic()
+        output: list[str] = []
+        for chunk in self.api.build(path=str(context), dockerfile=str(dockerfile), tag=inputs["imageName"],
+                                    buildargs=dict(build.get("args") or {}), rm=True, forcerm=True, decode=True,
+                                    # the build's RUN steps fetch Debian packages; host networking does not
+                                    # depend on the default bridge (docker0), which this shared engine may lack
+                                    network_mode="host"):
+            if "error" in chunk:
+                raise ApplyError(f"{what}: build of {inputs['imageName']} failed: {chunk['error']}\n"
+                                 + "".join(output[-20:]))
+            output.append(chunk.get("stream", ""))
+        self.log(f"applier: + image {inputs['imageName']} built in {time.monotonic() - begin:.1f}s ({what})")
 
     def _require_image(self, ref: str, what: str) -> None:
         try:

@@ -94,7 +94,8 @@ def run_overrides() -> dict[str, Any]:
 
 def overrides(blueprint: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Raw overrides (deep-merged over Pulumi.engine.yaml) for this blueprint."""
-    raw: dict[str, Any] = run_overrides()
+    # Backups are proven in tests/backup (their image is built there); this tier leaves them out.
+    raw: dict[str, Any] = {**run_overrides(), "backups": {"enabled": False}}
     apps: dict[str, Any] = {}
     for app, env in ENV.get(blueprint, {}).items():
         apps.setdefault(app, {})["env"] = dict(env)

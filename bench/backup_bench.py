@@ -1,0 +1,104 @@
+"""Backup bench: berth's Postgres backup and restore against plain pg_dump -Fc / pg_restore, in one run.
+
+    .venv/bin/python bench/backup_bench.py [--scale 70]
+
+A pgbench database (scale 70 is about 1.05 GB) in the engine tier's Postgres stand-in, and berth's
+backup image (images/backup, built FROM that Postgres image) beside it on a network of its own. Timed,
+each in the backup container:
+- plain: `pg_dump -Fc` to a file, and `pg_restore` of that file into a new database;
+- berth: what backup.sh does (`pg_dump -Fc | restic backup --stdin`), twice
+  (the second of unchanged data), and what restore.sh does (`restic dump | pg_restore`);
+then the repository's size against the plain dump's, and the -Z0 alternative for comparison.
+Ratios are printed; nothing is asserted.
+Everything it creates is named `berth-bench-backup-*` and removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import docker
+import docker.errors
+
+ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "berth-bench-backup"
+PG_IMAGE = "berth-engine/postgres:latest"
+PASSWORD = "bench-only-password"
+ENV = {"PGHOST": f"{PREFIX}-postgres", "PGUSER": "postgres", "PGPASSWORD": PASSWORD, "RESTIC_PASSWORD": PASSWORD,
+       "RESTIC_REPOSITORY": "/repo", "RESTIC_CACHE_DIR": "/repo-cache"}
+
+
+def sh(box, script: str) -> tuple[float, str]:  # noqa: ANN001
+    begin = time.monotonic()
+    code, out = box.exec_run(["sh", "-c", f"set -e; {script}"], environment=ENV)
+    seconds = time.monotonic() - begin
+    if code != 0:
+        raise SystemExit(f"failed ({code}): {script}\n{out.decode(errors='replace')[-2000:]}")
+    return seconds, out.decode(errors="replace").strip()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scale", type=int, default=70, help="pgbench scale (70 is about 1.05 GB)")
+    args = parser.parse_args()
+    engine = docker.DockerClient(base_url="unix:///var/run/docker.sock", timeout=3600)
+    cleanup(engine)
+    image, _ = engine.images.build(path=str(ROOT / "images" / "backup"), tag=f"{PREFIX}:latest", rm=True,
+                                   buildargs={"BASE": PG_IMAGE}, network_mode="host")
+    network = engine.networks.create(f"{PREFIX}-net", driver="bridge", internal=True)
+    try:
+        engine.containers.run(PG_IMAGE, name=f"{PREFIX}-postgres", detach=True, network=network.name,
+                              environment={"POSTGRES_PASSWORD": PASSWORD}, command=["postgres", "-c", "fsync=off"])
+        box = engine.containers.run(image.id, ["sleep", "infinity"], name=f"{PREFIX}-tools", detach=True,
+                                    network=network.name, entrypoint=[])
+        sh(box, "until pg_isready -q; do sleep 0.5; done; sleep 2; until pg_isready -q; do sleep 0.5; done")
+        init, _ = sh(box, f"createdb bench && pgbench -q -i -s {args.scale} bench >/dev/null 2>&1")
+        _, size = sh(box, "psql -XAtc \"SELECT pg_database_size('bench')\" bench")
+        print(f"pgbench scale {args.scale}: database {int(size) / 1e9:.2f} GB (generated in {init:.0f}s)", flush=True)
+
+        plain, _ = sh(box, "pg_dump -Fc -d bench -f /tmp/plain.dump")
+        _, dump_size = sh(box, "stat -c %s /tmp/plain.dump")
+        sh(box, "restic init -q --repository-version 2")
+        first, _ = sh(box, "pg_dump -Fc -d bench | restic backup -q --stdin --stdin-filename postgres/bench.dump")
+        second, _ = sh(box, "pg_dump -Fc -d bench | restic backup -q --stdin --stdin-filename postgres/bench.dump")
+        _, repo_size = sh(box, "du -sb /repo | cut -f1")
+        sh(box, "restic init -q --repository-version 2 -r /repo-z0")
+        z0 = "pg_dump -Fc -Z0 -d bench | restic -r /repo-z0 backup -q --stdin --stdin-filename b.dump"
+        z0_first, _ = sh(box, z0)
+        z0_second, _ = sh(box, z0)
+        restore_plain, _ = sh(box, "createdb r1 && pg_restore -d r1 /tmp/plain.dump")
+        restore_berth, _ = sh(box, "createdb r2 && restic dump latest /postgres/bench.dump | pg_restore -d r2")
+        _, rows = sh(box, "for d in bench r1 r2; do psql -XAtc 'SELECT count(*), sum(abalance) FROM pgbench_accounts' "
+                          "$d; done")
+        assert len(set(rows.splitlines())) == 1, rows  # the restores hold the same rows
+        print(f"pg_dump -Fc to a file:           {plain:7.1f}s  ({int(dump_size) / 1e6:.0f} MB)")
+        print(f"berth backup (first):            {first:7.1f}s  ratio {first / plain:.2f}x  (goal <= 1.25x)")
+        print(f"berth backup (unchanged data):   {second:7.1f}s  ratio {second / first:.2f}x of the first "
+              "(goal <= 0.2x)")
+        print(f"  (the alternative, pg_dump -Z0 and restic compressing: first {z0_first:.1f}s = "
+              f"{z0_first / plain:.2f}x, unchanged {z0_second:.1f}s = {z0_second / z0_first:.2f}x of its first)")
+        print(f"pg_restore of the file:          {restore_plain:7.1f}s")
+        print(f"berth restore (restic dump |):   {restore_berth:7.1f}s  ratio {restore_berth / restore_plain:.2f}x "
+              "(goal <= 1.25x)")
+        print(f"repository size:                 {int(repo_size) / 1e6:7.0f} MB  "
+              f"ratio {int(repo_size) / int(dump_size):.2f}x of the plain dump (after two backups)")
+    finally:
+        cleanup(engine)
+    return 0
+
+
+def cleanup(engine: docker.DockerClient) -> None:
+    for name in (f"{PREFIX}-tools", f"{PREFIX}-postgres"):
+        try:
+            engine.api.remove_container(name, force=True, v=True)
+        except docker.errors.NotFound:
+            pass
+    for net in engine.networks.list(names=[f"{PREFIX}-net"]):
+        net.remove()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

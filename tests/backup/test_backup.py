@@ -1,0 +1,474 @@
+"""Backups, proven on the real engine: back up, destroy, restore (in place and into new targets), compare.
+
+Two blueprints between them hold every kind of data berth backs up:
+- praxifi: Redis (AOF off, RDB on) and three app volumes (uploads, outputs, logs), plus an off-host
+  SFTP repository (Debian's openssh-server in a container of the test), the schedule, the health,
+  corruption and the secrets;
+- ai-present-finder: Postgres with five isolated databases (and the superuser's two), and RabbitMQ.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+from conftest import ROOT, Deployed, deploy
+
+from berth.plan.backups import forget_args
+from berth.settings import load_settings
+
+HERE = Path(__file__).resolve().parent
+SFTP_IMAGE = "berth-backup-test/sftp"
+SFTP_NAME = "berth-backup-test-sftp"
+BINARY = bytes(range(256)) * 64 + b"\x00\xff end"
+# What every test of the tier printed: nothing of it may hold the repository password.
+OUTPUTS: list[str] = []
+
+
+def run(dep: Deployed, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = dep.berth(*args, check=check)
+    OUTPUTS.extend((done.stdout, done.stderr))
+    return done
+
+
+def container_of(dep: Deployed, resource: str) -> str:
+    """The docker name of one of the stack's containers, by its resource name (e.g. backend-0)."""
+    return next(c.docker_name for i, c in dep.applier.state.items()
+                if dep.applier.records[i]["name"] == resource and c.kind.endswith("Container"))
+
+
+def files_digest(dep: Deployed, volume: str) -> dict[str, str]:
+    """path -> sha256 of every file in a docker volume, read by a throwaway container of the backup image."""
+    image = dep.engine.api.inspect_container(dep.name("backup"))["Image"]
+    out = dep.engine.containers.run(image, ["sh", "-c", "cd /v && find . -type f -exec sha256sum {} + | sort -k2"],
+                                    entrypoint=[], volumes={volume: {"bind": "/v", "mode": "ro"}}, remove=True,
+                                    network_mode="none")
+    return {line.split(None, 1)[1]: line.split(None, 1)[0] for line in out.decode().splitlines()}
+
+
+def redis_values(box, *connect: str) -> dict[str, str]:  # noqa: ANN001
+    """Every key of a Redis and its DUMP (type, value and TTL-less encoding) in hex, read in one exec."""
+    cli = " ".join(["redis-cli", *connect])
+    script = (f"{cli} --scan | sort | while read -r key; do printf '%s ' \"$key\"; "
+              f"{cli} --raw dump \"$key\" | od -An -v -tx1 | tr -d ' \\n'; echo; done")
+    code, out = box.exec_run(["sh", "-c", script])
+    assert code == 0, out
+    values = dict(line.split(" ", 1) for line in out.decode().splitlines())
+    assert all(values.values()), values  # every key has a value
+    return values
+
+
+def empty_volume(dep: Deployed, volume: str) -> None:
+    """Delete every file of a docker volume (as root, in a throwaway container of the backup image)."""
+    image = dep.engine.api.inspect_container(dep.name("backup"))["Image"]
+    dep.engine.containers.run(image, ["find", "/v", "-mindepth", "1", "-delete"], entrypoint=[], remove=True,
+                              volumes={volume: {"bind": "/v", "mode": "rw"}}, network_mode="none")
+
+
+def write_files(dep: Deployed, container: str, directory: str, seed: str) -> None:
+    """A text file, a binary file (every byte value) and a nested one into a mounted volume."""
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w") as tar:
+        for name, data in ((f"{seed}.txt", f"text of {seed}\n".encode()), (f"{seed}.bin", BINARY + seed.encode()),
+                           (f"nested/deeper/{seed}.json", json.dumps({"seed": seed}).encode())):
+            entry = tarfile.TarInfo(name)
+            entry.size, entry.mode = len(data), 0o640
+            tar.addfile(entry, io.BytesIO(data))
+    assert dep.engine.api.put_archive(container, directory, payload.getvalue())
+
+
+def new_name(output: str, kind: str) -> str:
+    match = re.search(rf"into the new {kind} (\S+?)[ ;(]", output)
+    assert match, output
+    return match.group(1)
+
+
+# -- praxifi: Redis, app volumes, off-host, schedule, health, corruption, secrets ---------------------------
+
+
+@pytest.fixture(scope="module")
+def sftp(engine: docker.DockerClient) -> Iterator[dict[str, str]]:
+    """An SFTP server (Debian's openssh-server) with a key pair for restic, outside the stack."""
+    engine.images.build(path=str(HERE / "sftp"), tag=SFTP_IMAGE, rm=True, network_mode="host",
+                        buildargs={"BASE": "berth-engine/debian:bookworm"})
+    _remove(engine, SFTP_NAME)
+    for stale in engine.networks.list(names=[SFTP_NAME]):
+        stale.remove()
+    network = engine.networks.create(SFTP_NAME, driver="bridge", internal=True)
+    box = engine.containers.run(SFTP_IMAGE, name=SFTP_NAME, detach=True, network=SFTP_NAME)
+    try:
+        for _ in range(100):
+            key = box.exec_run(["cat", "/home/restic/client_key"]).output.decode()
+            host = box.exec_run(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).output.decode()
+            if key.startswith("-----BEGIN") and host.startswith("ssh-ed25519"):
+                break
+            time.sleep(0.2)
+        yield {"key": key, "known_hosts": f"sftp {host.strip()}", "container": SFTP_NAME}
+    finally:
+        _remove(engine, SFTP_NAME)
+        network.remove()
+
+
+def _remove(engine: docker.DockerClient, name: str) -> None:
+    try:
+        engine.api.remove_container(name, force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+@pytest.fixture(scope="module")
+def praxifi(engine: docker.DockerClient, sftp: dict[str, str]) -> Iterator[Deployed]:
+    extra = {"check_subset": "100%",
+             "repositories": {"offsite": {"url": "sftp://restic@sftp/srv/restic/praxifi", "ssh_key": sftp["key"],
+                                          "known_hosts": sftp["known_hosts"]}}}
+    for dep in deploy(engine, "praxifi", extra):
+        # The off-host server joins the stack's edge network (the backup container's way out).
+        edge = engine.networks.get(dep.name("edge"))
+        edge.connect(sftp["container"], aliases=["sftp"])
+        try:
+            yield dep
+        finally:
+            edge.disconnect(sftp["container"], force=True)
+
+
+class TestPraxifi:
+    """Redis and the app volumes: round trip; then the schedule, off-host, health, corruption, secrets."""
+
+    VOLUMES = {"uploads_data": "/app/uploads", "outputs_data": "/app/outputs", "logs_data": "/app/logs"}
+
+    def redis(self, dep: Deployed, *args: str) -> bytes:
+        return dep.engine.containers.get(dep.name("redis")).exec_run(["redis-cli", "--raw", *args]).output
+
+    def redis_state(self, dep: Deployed) -> dict[str, str]:
+        return redis_values(dep.engine.containers.get(dep.name("redis")))
+
+    def test_round_trip_redis_and_volumes(self, praxifi: Deployed) -> None:
+        dep = praxifi
+        backend = container_of(dep, "backend-0")
+        for i in range(50):
+            self.redis(dep, "set", f"session:{i}", f"memory {i}")
+        self.redis(dep, "hset", "user:1", "name", "Ada", "lang", "en")
+        self.redis(dep, "rpush", "queue", "a", "b", "c")
+        assert dep.engine.api.put_archive(dep.name("redis"), "/tmp", _tar("binary", BINARY))
+        dep.exec(dep.name("redis"), "sh", "-c", "redis-cli -x set binary </tmp/binary")
+        for volume, path in self.VOLUMES.items():
+            write_files(dep, backend, path, volume)
+        keys = self.redis_state(dep)
+        assert len(keys) == 53 and self.redis(dep, "get", "binary").startswith(BINARY)
+        digests = {volume: files_digest(dep, dep.name(volume)) for volume in self.VOLUMES}
+        assert all(len(d) == 3 for d in digests.values())
+
+        done = run(dep, "backup", "now")
+        assert re.search(r"berth-backup: ok schedule=manual items=redis,volumes\.logs_data,volumes\.outputs_data,"
+                         r"volumes\.uploads_data added=\S+ duration=\d+s repositories=local,offsite",
+                         done.stdout), done.stdout
+        ids = dep.latest_ids()
+
+        # destroy: flush Redis, empty every volume
+        self.redis(dep, "flushall")
+        for volume in self.VOLUMES:
+            empty_volume(dep, dep.name(volume))
+        assert self.redis_state(dep) == {}
+
+        # into new targets: a new volume with the RDB, a new volume per app volume; the live ones untouched
+        done = run(dep, "restore", "--snapshot", ids["redis"], "redis")
+        restored = new_name(done.stdout, "volume")
+        assert self.redis_state(dep) == {}
+        assert self.rdb_keys(dep, restored) == keys
+        for volume in self.VOLUMES:
+            done = run(dep, "restore", "--snapshot", ids[f"volumes.{volume}"], f"volumes.{volume}")
+            assert files_digest(dep, new_name(done.stdout, "volume")) == digests[volume]
+            assert files_digest(dep, dep.name(volume)) == {}
+
+        # in place: the writers are stopped, the data replaced, the writers started again
+        done = run(dep, "restore", "--in-place", "--snapshot", ids["redis"], "redis")
+        assert f"stopping {dep.name('redis')}" in done.stderr
+        self.wait_redis(dep)
+        assert self.redis_state(dep) == keys
+        for volume in self.VOLUMES:
+            done = run(dep, "restore", "--in-place", "--snapshot", ids[f"volumes.{volume}"], f"volumes.{volume}")
+            assert backend in done.stderr  # named as stopped meanwhile
+            assert files_digest(dep, dep.name(volume)) == digests[volume]
+        assert dep.engine.api.inspect_container(backend)["State"]["Running"]
+
+    def rdb_keys(self, dep: Deployed, volume: str) -> dict[str, str]:
+        """The keys of an RDB in a volume, as a Redis server started on it (the stack's image) serves them."""
+        image = dep.engine.api.inspect_container(dep.name("redis"))["Image"]
+        box = dep.engine.containers.run(image, ["redis-server", "--port", "0", "--unixsocket", "/tmp/r.sock",
+                                                "--dir", "/data", "--appendonly", "no"],
+                                        volumes={volume: {"bind": "/data", "mode": "rw"}}, detach=True,
+                                        network_mode="none")
+        try:
+            for _ in range(100):
+                if b"PONG" in box.exec_run(["redis-cli", "-s", "/tmp/r.sock", "ping"]).output:
+                    break
+                time.sleep(0.1)
+            return redis_values(box, "-s", "/tmp/r.sock")
+        finally:
+            box.remove(force=True)
+
+    def wait_redis(self, dep: Deployed) -> None:
+        for _ in range(150):
+            if b"PONG" in self.redis(dep, "ping"):
+                return
+            time.sleep(0.2)
+        raise AssertionError("redis did not come back after the in-place restore")
+
+    def test_the_schedule_fires(self, praxifi: Deployed) -> None:
+        """Every minute in this tier: two scheduled runs, each one summary line."""
+        deadline = time.monotonic() + 150
+        while True:
+            logs = dep_logs(praxifi)
+            runs = re.findall(r"berth-backup: ok schedule=backup items=\S+ added=\S+ duration=\d+s repositories=\S+",
+                              logs)
+            if len(runs) >= 2:
+                break
+            assert time.monotonic() < deadline, f"fewer than two scheduled runs in 150s:\n{logs}"
+            time.sleep(5)
+        times = [s["time"] for s in praxifi.snapshots() if "redis" in (s.get("tags") or [])]
+        assert len({t[:16] for t in times}) >= 2  # runs in two different minutes
+        assert praxifi.health() == "healthy"
+
+    def test_retention_keeps_exactly_the_policy(self, praxifi: Deployed) -> None:
+        """Each blueprint's policy, on snapshots with set times (one a day for 40 days, two on the last four),
+        in a scratch repository: restic keeps exactly the snapshots its documented algorithm keeps."""
+        backup = praxifi.name("backup")
+        script = ("set -e; . /berth/lib.sh; export RESTIC_REPOSITORY=/tmp/retention; rm -rf /tmp/retention; "
+                  "restic init -q; echo x >/tmp/f; "
+                  "while read -r t; do restic backup -q --host h --tag berth --time \"$t\" /tmp/f; done </tmp/times")
+        start = datetime(2026, 1, 1, 1, 0, tzinfo=UTC)
+        times = [start + timedelta(days=i) for i in range(40)]
+        times += [start + timedelta(days=i, hours=12) for i in range(36, 40)]  # two on each of the last days
+        text = "".join(f"{t:%Y-%m-%d %H:%M:%S}\n" for t in times)
+        praxifi.engine.api.put_archive(backup, "/tmp", _tar("times", text.encode()))
+        praxifi.exec(backup, "sh", "-c", script)
+        for blueprint in ("praxifi", "webprometrics", "sentineliq", "ai-present-finder", "databaseai"):
+            retention = load_settings({"environment": "dev"}, blueprint=blueprint).backups.retention
+            out = praxifi.exec(backup, "sh", "-c", ". /berth/lib.sh; RESTIC_REPOSITORY=/tmp/retention restic forget "
+                               "--dry-run --json --group-by host,tags " + " ".join(forget_args(retention)))
+            kept = sorted(datetime.fromisoformat(s["time"].replace("Z", "+00:00")).replace(microsecond=0)
+                          for group in json.loads(out) for s in group["keep"])
+            assert kept == sorted(expected_kept(times, retention)), blueprint
+            if blueprint == "praxifi":  # by hand: daily 7 keeps the last snapshot of each of the last 7 days
+                assert kept == [start + timedelta(days=d) for d in (33, 34, 35)] + [
+                    start + timedelta(days=d, hours=12) for d in (36, 37, 38, 39)]
+        praxifi.exec(backup, "rm", "-rf", "/tmp/retention")
+
+    def test_the_password_appears_nowhere(self, praxifi: Deployed) -> None:
+        password = praxifi.result["outputs"]["backup_password"]
+        assert len(password) == 48
+        backup = praxifi.name("backup")
+        inspect = json.dumps(praxifi.engine.api.inspect_container(backup))
+        env = praxifi.exec(backup, "env")
+        logs = dep_logs(praxifi)
+        masked = subprocess.run([*PYTHON_BERTH, "synth", "--stack", "backup", "--blueprint", "praxifi"], cwd=ROOT,
+                                capture_output=True, text=True, check=True).stdout
+        listed = run(praxifi, "backup", "list").stdout
+        for where, text in (("docker inspect", inspect), ("env in the container", env), ("container logs", logs),
+                            ("CLI output", "\n".join(OUTPUTS)), ("backup list", listed)):
+            assert password not in text, where
+        assert json.loads(masked)["outputs"]["backup_password"] == "[secret]"
+        container = next(r for r in json.loads(masked)["resources"] if r["name"] == "backup-container")
+        uploads = container["inputs"]["uploads"]
+        assert {u["file"]: u["content"] for u in uploads}["/run/berth/restic-password"] == "[secret]"
+        # ...while the container does hold it, as an uploaded file (not in its env or config)
+        assert praxifi.exec(backup, "cat", "/run/berth/restic-password") == password
+
+    def test_health_turns_unhealthy_when_the_last_success_is_too_old(self, praxifi: Deployed) -> None:
+        """Runs held back (the run lock taken) and the last success 3 periods ago: unhealthy; a run heals it."""
+        backup = praxifi.name("backup")
+        praxifi.wait_health("healthy")
+        holder = praxifi.engine.api.exec_create(backup, ["flock", "/backups/state/lock", "sleep", "25"])
+        praxifi.engine.api.exec_start(holder["Id"], detach=True)
+        time.sleep(1)
+        praxifi.exec(backup, "sh", "-c", "echo $(($(date +%s) - 180)) >/backups/state/last-success-backup")
+        praxifi.wait_health("unhealthy", timeout=20)
+        probe = praxifi.engine.api.inspect_container(backup)["State"]["Health"]["Log"][-1]["Output"]
+        assert re.search(r"backup: last success 1[89]\ds ago", probe), probe
+        assert "ok schedule=manual" in run(praxifi, "backup", "now").stdout  # waits for the lock; covers every item
+        praxifi.wait_health("healthy", timeout=20)
+
+    def test_corruption_fails_check_health_and_cli(self, praxifi: Deployed) -> None:
+        """Bytes flipped in a pack file: check fails, the container turns unhealthy, the CLI exits non-zero."""
+        assert run(praxifi, "backup", "check").returncode == 0
+        praxifi.wait_health("healthy")
+        backup = praxifi.name("backup")
+        pack = praxifi.exec(backup, "sh", "-c", "find /backups/repo/data -type f | head -n 1").strip()
+        praxifi.exec(backup, "sh", "-c",
+                     f"printf 'BERTH-CORRUPTED' | dd of={pack} bs=1 seek=64 conv=notrunc 2>/dev/null")
+        done = run(praxifi, "backup", "check", check=False)
+        assert done.returncode != 0
+        assert re.search(r"(?i)(pack|blob).*(does not match|invalid|error)", done.stdout + done.stderr), done
+        assert "check FAILED repositories=local" in done.stdout
+        praxifi.wait_health("unhealthy", timeout=30)
+        probe = praxifi.engine.api.inspect_container(backup)["State"]["Health"]["Log"][-1]["Output"]
+        assert "last check failed: local" in probe
+
+
+    def test_off_host_restore_from_it_alone(self, praxifi: Deployed) -> None:
+        """The host's repository gone (after the corruption above): the SFTP server's copy restores alone."""
+        dep = praxifi
+        backup = dep.name("backup")
+        gone = "flock /backups/state/lock rm -rf /backups/repo /backups/state/check-failed"
+        dep.exec(backup, "sh", "-c", gone)
+        write_files(dep, container_of(dep, "backend-0"), "/app/uploads", "offsite")
+        expected = files_digest(dep, dep.name("uploads_data"))
+        done = run(dep, "backup", "now", "volumes")
+        assert "repositories=local,offsite" in done.stdout
+        assert "volumes.uploads_data" in run(dep, "backup", "--repository", "offsite", "list").stdout
+        dep.exec(backup, "sh", "-c", gone)  # only the SFTP server has the backups now
+        assert "volumes.uploads_data" not in run(dep, "backup", "list", check=False).stdout
+        done = run(dep, "restore", "--repository", "offsite", "volumes.uploads_data")
+        assert "repository offsite" in done.stderr
+        assert files_digest(dep, new_name(done.stdout, "volume")) == expected
+        stored = dep.engine.containers.get(SFTP_NAME).exec_run(["find", "/srv/restic/praxifi", "-type", "f"]).output
+        assert b"/data/" in stored and b"/snapshots/" in stored and b"offsite" not in stored  # encrypted
+
+
+PYTHON_BERTH = [__import__("sys").executable, "-m", "berth"]
+
+
+def dep_logs(dep: Deployed) -> str:
+    return dep.engine.api.logs(dep.name("backup"), stdout=True, stderr=True).decode(errors="replace")
+
+
+def _tar(name: str, data: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        entry = tarfile.TarInfo(name)
+        entry.size = len(data)
+        tar.addfile(entry, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def expected_kept(times: list[datetime], retention: Any) -> set[datetime]:
+    """restic's documented forget algorithm: newest first, each rule keeps the first snapshot of each of
+    its N most recent periods (last: every snapshot); within keeps what is newer than latest - duration."""
+    rules = {"last": lambda t: t, "hourly": lambda t: t.strftime("%Y%m%d%H"), "daily": lambda t: t.date(),
+             "weekly": lambda t: t.isocalendar()[:2], "monthly": lambda t: (t.year, t.month)}
+    left = {rule: getattr(retention, rule) for rule in rules if getattr(retention, rule) is not None}
+    seen: dict[str, object] = {}
+    kept: set[datetime] = set()
+    newest = max(times)
+    for t in sorted(times, reverse=True):
+        for rule, count in left.items():
+            bucket = rules[rule](t)
+            if count > 0 and seen.get(rule) != bucket:
+                seen[rule] = bucket
+                left[rule] = count - 1
+                kept.add(t)
+        if retention.within is not None and t > newest - _duration(retention.within):
+            kept.add(t)
+    return kept
+
+
+def _duration(text: str) -> timedelta:
+    days = {"y": 365, "m": 30, "d": 1}
+    total = timedelta()
+    for number, unit in re.findall(r"(\d+)([ymdh])", text):
+        total += timedelta(hours=int(number)) if unit == "h" else timedelta(days=int(number) * days[unit])
+    return total
+
+
+# -- ai-present-finder: Postgres (every database) and RabbitMQ ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def apf(engine: docker.DockerClient) -> Iterator[Deployed]:
+    yield from deploy(engine, "ai-present-finder", {})
+
+
+QUERY = "SELECT id, encode(payload, 'hex'), note FROM berth_rows ORDER BY id"
+
+
+class TestAiPresentFinder:
+    """Every Postgres database and RabbitMQ's definitions: back up, destroy, restore both ways, compare."""
+
+    def psql(self, dep: Deployed, db: str, sql: str, role: str | None = None) -> str:
+        prefix = f"SET ROLE {role}; " if role else ""
+        return dep.exec(dep.name("postgres"), "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", db,
+                        "-c", prefix + sql)
+
+    def owners(self, dep: Deployed) -> dict[str, str]:
+        pg = dep.settings.postgres
+        return {db: spec.owner or db for db, spec in pg.databases.items()} | {pg.database: pg.user}
+
+    def mq(self, dep: Deployed, method: str, path: str, body: object | None = None) -> str:
+        data = ["-H", "content-type: application/json", "--data-binary", json.dumps(body)] if body is not None else []
+        return dep.exec(dep.name("backup"), "curl", "-fsS", "-K", "/run/berth/rabbitmq.curlrc", "-X", method,
+                        *data, f"http://rabbitmq:15672/api/{path}")
+
+    def definitions(self, dep: Deployed, text: str | None = None) -> dict[str, Any]:
+        doc = json.loads(text if text is not None else self.mq(dep, "GET", "definitions"))
+        doc = {k: v for k, v in doc.items() if k not in ("rabbit_version", "rabbitmq_version", "product_name",
+                                                         "product_version")}
+        return {k: sorted(v, key=lambda x: json.dumps(x, sort_keys=True)) if isinstance(v, list) else v
+                for k, v in doc.items()}
+
+    def test_round_trip_every_database(self, apf: Deployed) -> None:
+        dep = apf
+        owners = self.owners(dep)
+        for db, owner in owners.items():
+            role = owner if owner != dep.settings.postgres.user else None
+            self.psql(dep, db, "CREATE TABLE berth_rows (id int PRIMARY KEY, payload bytea, note text); "
+                      f"INSERT INTO berth_rows SELECT g, sha256(('{db}' || g)::bytea) || '\\x00ff'::bytea, "
+                      f"'row ' || g || ' of {db} ' || repeat('é', g % 7) FROM generate_series(1, 500) g", role)
+        before = {db: self.psql(dep, db, QUERY) for db in owners}
+        assert all(len(rows.splitlines()) == 500 for rows in before.values())
+
+        run(dep, "backup", "now", "postgres")
+        ids = dep.latest_ids()
+        assert {f"postgres.databases.{db}" for db in owners} | {"postgres.globals"} <= set(ids)
+        assert "CREATE ROLE" in run(dep, "restore", "--snapshot", ids["postgres.globals"], "postgres.globals").stdout
+
+        for db, owner in owners.items():
+            # a new database beside the live one, owned by the same role
+            done = run(dep, "restore", "--snapshot", ids[f"postgres.databases.{db}"], f"postgres.databases.{db}")
+            target = new_name(done.stdout, "database")
+            assert self.psql(dep, target, QUERY) == before[db]
+            assert self.psql(dep, "postgres", f"SELECT pg_get_userbyid(datdba) FROM pg_database "
+                                              f"WHERE datname = '{target}'").strip() == owner
+            # destroy, then in place
+            if db == dep.settings.postgres.database:
+                self.psql(dep, db, "DROP TABLE berth_rows")
+            else:
+                self.psql(dep, "postgres", f"DROP DATABASE {db} WITH (FORCE)")
+            run(dep, "restore", "--in-place", "--snapshot", ids[f"postgres.databases.{db}"], f"postgres.databases.{db}")
+            assert self.psql(dep, db, QUERY) == before[db]
+            # as berth provisions it: the owner may connect, no other role may
+            privileges = (f"SELECT has_database_privilege('{owner}', '{db}', 'CONNECT'), "
+                          f"bool_or(has_database_privilege(rolname, '{db}', 'CONNECT')) FROM pg_roles "
+                          f"WHERE rolname <> '{owner}' AND NOT rolsuper AND rolname NOT LIKE 'pg%'")
+            assert self.psql(dep, "postgres", privileges).strip() in ("t|f", "t|")
+
+    def test_round_trip_rabbitmq(self, apf: Deployed) -> None:
+        dep = apf
+        self.mq(dep, "PUT", "vhosts/berth-test")
+        self.mq(dep, "PUT", "users/berth-tester", {"password": "tester-pw", "tags": "management"})
+        self.mq(dep, "PUT", "permissions/berth-test/berth-tester", {"configure": ".*", "write": ".*", "read": ".*"})
+        self.mq(dep, "PUT", "queues/berth-test/orders", {"durable": True, "arguments": {"x-max-length": 1000}})
+        before = self.definitions(dep)
+        assert any(q["name"] == "orders" for q in before["queues"])
+
+        run(dep, "backup", "now", "rabbitmq")
+        ids = dep.latest_ids()
+        printed = run(dep, "restore", "--snapshot", ids["rabbitmq"], "rabbitmq").stdout  # to stdout: nothing replaced
+        assert self.definitions(dep, printed) == before
+
+        self.mq(dep, "DELETE", "vhosts/berth-test")
+        self.mq(dep, "DELETE", "users/berth-tester")
+        assert self.definitions(dep) != before
+        done = run(dep, "restore", "--in-place", "--snapshot", ids["rabbitmq"], "rabbitmq")
+        assert "importing RabbitMQ's definitions" in done.stderr
+        assert self.definitions(dep) == before
