@@ -105,8 +105,9 @@ class AppSettings(Workload):
         if self.healthcheck is not None:
             first = (self.healthcheck.start_interval or self.healthcheck.interval) + self.healthcheck.timeout
             if self.wait_timeout < first.total_seconds():
+                cadence = "healthcheck.start_interval" if self.healthcheck.start_interval else "healthcheck.interval"
                 found.append(("wait_timeout", f"{self.wait_timeout}s is shorter than the first healthcheck can take "
-                                              f"({first.total_seconds():g}s: interval plus timeout)"))
+                                              f"({first.total_seconds():g}s: {cadence} plus healthcheck.timeout)"))
         Problems.check(found)
         return self
 

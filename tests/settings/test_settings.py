@@ -569,3 +569,12 @@ def test_rules_that_would_otherwise_fail_at_deploy(assert_config_error, path, ch
 def test_wildcard_server_names_nginx_accepts(valid):
     proxy = valid({"proxy.sites[1].server_names": ["*.api.{domain}"]}).proxy
     assert proxy is not None and proxy.sites[1].server_names == ["*.api.{domain}"]
+
+
+def test_a_slow_healthcheck_names_both_fields_of_the_wait_timeout_rule():
+    """Found by the whole-tree property: an interval of 296s with the default wait_timeout of 300s."""
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"environment": "dev", "apps": {"web": {
+            "image": "web:1", "port": 8000, "healthcheck": {"http": "/", "interval": "296s", "timeout": "10s"}}}})
+    assert str(caught.value) == ("berth:apps.web.wait_timeout: 300s is shorter than the first healthcheck can take "
+                                 "(306s: healthcheck.interval plus healthcheck.timeout)")
