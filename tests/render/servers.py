@@ -32,6 +32,13 @@ def require(*paths: Path | str) -> None:
     assert not missing, f"render tests need these binaries (Debian packages): {missing}"
 
 
+def tool(name: str) -> str:
+    """The path of a real program (sbin included); in CI a missing tool is a failure, never a skip."""
+    path = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
+    assert path, f"{name} is not installed (apt-get install {name}); the render tests need the real program"
+    return path
+
+
 def free_ports(count: int) -> list[int]:
     """Distinct TCP ports that were free on every address a moment ago.
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -27,9 +26,10 @@ import crossplane
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from servers import tool
 
 from berth.errors import ConfigError
-from berth.plan.nginx import TLS_CERT, TLS_KEY, render_nginx_conf
+from berth.plan.nginx import render_nginx_conf
 from berth.plan.redis import redis_conf
 from berth.settings import load_settings
 
@@ -65,10 +65,6 @@ NGINX_TIMES = settings(max_examples=600, deadline=None,
                        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 
-def tool(name: str) -> str:
-    path = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
-    assert path, f"{name} is not installed (apt-get install {name}); the render tests need the real program"
-    return path
 
 
 def string_places(node: Any, loc: tuple[Any, ...] = ()) -> list[tuple[str, tuple[Any, ...]]]:
@@ -113,14 +109,6 @@ def structure(conf: Path) -> list[Any]:
 
     return shape(parsed["config"][0]["parsed"])
 
-
-@pytest.fixture(scope="module")
-def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("tls")
-    subprocess.run([tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", "/CN=berth-injection-test", "-keyout", str(directory / TLS_KEY),
-                    "-out", str(directory / TLS_CERT)], check=True, capture_output=True)
-    return directory
 
 
 def checked_conf(raw: dict[str, Any], tls_dir: Path, work: Path) -> list[Any]:

@@ -15,7 +15,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import socket
 import ssl
@@ -31,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import dnsstub  # tests/ is not a package: pytest puts this directory on sys.path
 import pytest
-from servers import free_ports
+from servers import free_ports, tool
 
 from berth.errors import ConfigError
 from berth.plan.nginx import TLS_CERT, TLS_KEY, render_nginx_conf
@@ -315,26 +314,12 @@ def client_context() -> ssl.SSLContext:
     return context
 
 
-def tool(name: str) -> str:
-    path = shutil.which(name, path=os.environ.get("PATH", "") + os.pathsep + "/usr/sbin:/sbin")
-    # In CI a missing tool is a failure, never a skip.
-    assert path, f"{name} is not installed (apt-get install {name}); the render tests need the real program"
-    return path
 
 
 @pytest.fixture(scope="session")
 def nginx() -> str:
     return tool("nginx")
 
-
-@pytest.fixture(scope="session")
-def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A self-signed certificate and key, as the proxy finds them in its tls_dir."""
-    directory = tmp_path_factory.mktemp("tls")
-    subprocess.run([tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", "/CN=berth-render-test", "-keyout", str(directory / TLS_KEY),
-                    "-out", str(directory / TLS_CERT)], check=True, capture_output=True)
-    return directory
 
 
 def nginx_test(nginx: str, prefix: Path, conf: Path) -> str:

@@ -32,7 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from servers import free_ports
+from servers import free_ports, tool
 
 from berth.plan.acme import TEMPORARY_PEM, certbot_script, watcher_env, watcher_script
 from berth.plan.nginx import TLS_CERT, TLS_COMBINED, TLS_KEY, render_nginx_conf
@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parents[2]
 BLUEPRINTS = sorted(path.stem for path in (ROOT / "blueprints").glob("*.yaml"))
 NAMES = ["example.test", "www.example.test"]
 NOW = datetime.datetime.now(datetime.UTC)
-
 
 def cert_and_key(names: list[str] = NAMES, days: int = 90, age: int = 1) -> tuple[str, str]:
     key = ec.generate_private_key(ec.SECP256R1())
@@ -56,13 +55,13 @@ def cert_and_key(names: list[str] = NAMES, days: int = 90, age: int = 1) -> tupl
             key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()).decode())
 
-
+# dev: rendering does not depend on the environment, and prod's guardrails (protect_data, TLS off) are
+# settings rules proven in tests/settings.
 def settings_for(tls: dict, redirect: bool = True, app_port: int = 3000):
     return load_settings({
-        "environment": "prod", "domain": "example.test", "apps": {"web": {"image": "x/web:1", "port": app_port}},
+        "environment": "dev", "domain": "example.test", "apps": {"web": {"image": "x/web:1", "port": app_port}},
         "proxy": {"tls": tls, "http_redirect": redirect, "sites": [
             {"server_names": ["{domain}", "www.{domain}"], "routes": [{"path": "/", "app": "web"}]}]}})
-
 
 ACME = {"mode": "letsencrypt", "acme": {"email": "ops@example.test"}}
 CERT, KEY = cert_and_key()
@@ -74,20 +73,11 @@ MODES = {
     "none": ({"mode": "none"}, False),
 }
 
-
-def tool(name: str) -> str:
-    for directory in (*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin", "/sbin"):
-        if (Path(directory) / name).is_file():
-            return str(Path(directory) / name)
-    raise AssertionError(f"{name} is not installed; the render tests need the real program")
-
-
 def tls_files(directory: Path) -> None:
     """What the proxy finds in its tls_dir in any mode: cert.pem + key.pem, and tls.pem (key + chain)."""
     (directory / TLS_CERT).write_text(CERT)
     (directory / TLS_KEY).write_text(KEY)
     (directory / TLS_COMBINED).write_text(KEY + CERT)
-
 
 def nginx_t(conf_text: str, tmp_path: Path) -> str:
     conf = tmp_path / "nginx.conf"
@@ -98,7 +88,6 @@ def nginx_t(conf_text: str, tmp_path: Path) -> str:
     assert result.returncode == 0 and "test is successful" in output, output
     assert "[warn]" not in output and "[emerg]" not in output, output
     return output
-
 
 @pytest.mark.parametrize("mode", MODES)
 def test_nginx_accepts_every_tls_mode(mode: str, tmp_path: Path) -> None:
@@ -114,18 +103,15 @@ def test_nginx_accepts_every_tls_mode(mode: str, tmp_path: Path) -> None:
         assert text.count("/.well-known/acme-challenge/") == 1
         assert ("location ^~ /.well-known/acme-challenge/" in text) is not redirect
 
-
 @pytest.mark.parametrize("blueprint", BLUEPRINTS)
 def test_nginx_accepts_every_blueprint_in_letsencrypt_mode(blueprint: str, tmp_path: Path) -> None:
     tls_files(tmp_path)
-    settings = load_settings({"environment": "prod", "domain": "example.com", "blueprint": blueprint,
+    settings = load_settings({"environment": "dev", "domain": "example.com", "blueprint": blueprint,
                               "proxy": {"tls": ACME}})
     nginx_t(render_nginx_conf(settings, tls_dir=str(tmp_path), pid=str(tmp_path / "nginx.pid"),
                               temp_dir=str(tmp_path)), tmp_path)
 
-
 # -- nginx-tls.sh ---------------------------------------------------------------------------------
-
 
 def served_serial(port: int) -> int:
     context = ssl.create_default_context()
@@ -137,10 +123,8 @@ def served_serial(port: int) -> int:
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
 
-
 def serial_of(pem: str) -> int:
     return x509.load_pem_x509_certificate(pem.encode()).serial_number
-
 
 def publish(path: Path, text: str) -> None:
     """As acme.py's deploy hook does: write aside, then one rename."""
@@ -149,11 +133,9 @@ def publish(path: Path, text: str) -> None:
     tmp.write_text(text)
     os.replace(tmp, path)
 
-
 class Watched:
     def __init__(self, proc: subprocess.Popen, log: Path, https_port: int, health_port: int, source: Path) -> None:
         self.proc, self.log, self.https_port, self.health_port, self.source = proc, log, https_port, health_port, source
-
 
 class Answer(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -165,11 +147,9 @@ class Answer(BaseHTTPRequestHandler):
     def log_message(self, *_: object) -> None:
         pass
 
-
 # The official nginx image is Alpine: busybox's sh and applets. Debian's busybox stands in for them.
 SHELLS = ("dash", "busybox")
 APPLETS = ("cat", "cmp", "cp", "mv", "sleep", "tr")
-
 
 def shell(name: str, tmp_path: Path) -> tuple[list[str], str]:
     """The command that runs a script with `name`'s sh, and a PATH where its tools come from it too."""
@@ -180,7 +160,6 @@ def shell(name: str, tmp_path: Path) -> tuple[list[str], str]:
     for applet in APPLETS:
         (applets / applet).symlink_to(tool("busybox"))
     return [tool("busybox"), "sh"], f"{applets}:{os.environ['PATH']}"
-
 
 @pytest.fixture(params=SHELLS)
 def watched(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Watched]:
@@ -227,14 +206,12 @@ def watched(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Watched]
         app.shutdown()
         app.server_close()
 
-
 def wait_for_serial(watched: Watched, serial: int, timeout: float = 10) -> float:
     begin = time.monotonic()
     while served_serial(watched.https_port) != serial:
         assert time.monotonic() - begin < timeout, watched.log.read_text()
         time.sleep(0.05)
     return time.monotonic() - begin
-
 
 def test_watcher_starts_on_the_temporary_certificate_then_reloads_into_certbots(watched: Watched) -> None:
     assert served_serial(watched.https_port) == watched.temporary_serial  # type: ignore[attr-defined]
@@ -271,7 +248,6 @@ def test_watcher_starts_on_the_temporary_certificate_then_reloads_into_certbots(
     assert "new certificate from certbot: nginx reloaded" in watched.log.read_text()
     assert watched.proc.poll() is None and watched.proc.pid == master  # a reload, not a restart
 
-
 def test_watcher_keeps_serving_when_nginx_refuses_the_new_certificate(watched: Watched) -> None:
     cert, key = cert_and_key()
     publish(watched.source, key + cert)
@@ -287,9 +263,7 @@ def test_watcher_keeps_serving_when_nginx_refuses_the_new_certificate(watched: W
     assert served_serial(watched.https_port) == serial_of(cert)
     assert watched.log.read_text().count("nginx refuses the certificate") == 1  # refused once, not every poll
 
-
 # -- acme.py: the deploy hook and the healthcheck -------------------------------------------------
-
 
 def run_acme(tmp_path: Path, command: str, **env: str) -> subprocess.CompletedProcess:
     script = tmp_path / "acme.py"
@@ -303,7 +277,6 @@ def run_acme(tmp_path: Path, command: str, **env: str) -> subprocess.CompletedPr
     return subprocess.run([sys.executable, str(script), command], env=environment, capture_output=True, text=True,
                           timeout=60)
 
-
 def lineage(tmp_path: Path, days: int, age: int = 1) -> str:
     cert, key = cert_and_key(days=days, age=age)
     live = tmp_path / "live" / "proxy"
@@ -312,7 +285,6 @@ def lineage(tmp_path: Path, days: int, age: int = 1) -> str:
     (live / "fullchain.pem").write_text(cert)
     (live / "privkey.pem").write_text(key)
     return key + cert
-
 
 def test_deploy_hands_nginx_key_and_chain_in_one_private_file(tmp_path: Path) -> None:
     combined = lineage(tmp_path, 90)
@@ -324,7 +296,6 @@ def test_deploy_hands_nginx_key_and_chain_in_one_private_file(tmp_path: Path) ->
     info = json.loads((tmp_path / "shared" / "live" / "tls.json").read_text())
     assert info["names"] == sorted(NAMES)
     assert "handed to nginx" in result.stdout
-
 
 @pytest.mark.parametrize(("days", "status", "code", "says"), [
     (90, "ok", 0, "valid for"),
@@ -340,7 +311,6 @@ def test_health(tmp_path: Path, days: int | None, status: str, code: int, says: 
     result = run_acme(tmp_path, "health")
     assert result.returncode == code, result.stdout + result.stderr
     assert says in result.stdout
-
 
 # -- acme.py's decisions, with a recording stand-in for certbot ------------------------------------
 
@@ -381,7 +351,6 @@ if args[0] == "certonly":
     subprocess.run(hook, shell=True, check=True, env={{**os.environ, "RENEWED_LINEAGE": str(live)}})
 '''
 
-
 @pytest.fixture
 def fake_certbot(tmp_path: Path) -> Iterator[dict[str, str]]:
     """certbot and python3 on PATH for acme.py, and nginx serving the webroot (a plain file server)."""
@@ -403,20 +372,16 @@ def fake_certbot(tmp_path: Path) -> Iterator[dict[str, str]]:
         server.shutdown()
         server.server_close()
 
-
 class QuietFiles(SimpleHTTPRequestHandler):
     def log_message(self, *_: object) -> None:
         pass
-
 
 def certbot_calls(tmp_path: Path) -> list[list[str]]:
     log = tmp_path / "certbot.log"
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
-
 def domains(call: list[str]) -> list[str]:
     return [call[i + 1] for i, arg in enumerate(call) if arg == "-d"]
-
 
 def test_once_orders_every_name_and_hands_nginx_the_certificate(tmp_path: Path, fake_certbot: dict) -> None:
     result = run_acme(tmp_path, "once", **fake_certbot)
@@ -429,13 +394,11 @@ def test_once_orders_every_name_and_hands_nginx_the_certificate(tmp_path: Path, 
     assert json.loads((tmp_path / "status.json").read_text())["state"] == "ok"
     assert run_acme(tmp_path, "health", **fake_certbot).returncode == 0
 
-
 def test_an_added_name_is_ordered_at_once(tmp_path: Path, fake_certbot: dict) -> None:
     assert run_acme(tmp_path, "once", **fake_certbot).returncode == 0
     added = ",".join([*NAMES, "api.example.test"])
     assert run_acme(tmp_path, "once", **fake_certbot, BERTH_ACME_DOMAINS=added).returncode == 0
     assert domains(certbot_calls(tmp_path)[-1]) == added.split(",")
-
 
 def test_a_removed_name_stays_until_the_certificate_is_due(tmp_path: Path, fake_certbot: dict) -> None:
     lineage(tmp_path, 90)  # for NAMES
@@ -448,14 +411,12 @@ def test_a_removed_name_stays_until_the_certificate_is_due(tmp_path: Path, fake_
     call = certbot_calls(tmp_path)[-1]
     assert call[0] == "certonly" and domains(call) == [NAMES[0]]
 
-
 def test_a_changed_key_type_orders_a_new_certificate(tmp_path: Path, fake_certbot: dict) -> None:
     lineage(tmp_path, 90)  # an ecdsa key
     result = run_acme(tmp_path, "once", **fake_certbot, BERTH_ACME_KEY_TYPE="rsa")
     assert result.returncode == 0, result.stdout + result.stderr
     call = certbot_calls(tmp_path)[-1]
     assert call[0] == "certonly" and call[call.index("--key-type") + 1] == "rsa" and "--force-renewal" in call
-
 
 def test_a_failed_order_is_logged_and_unhealthy(tmp_path: Path, fake_certbot: dict) -> None:
     result = run_acme(tmp_path, "once", **fake_certbot, FAKE_CERTBOT_FAIL="1")
@@ -464,14 +425,12 @@ def test_a_failed_order_is_logged_and_unhealthy(tmp_path: Path, fake_certbot: di
     health = run_acme(tmp_path, "health", **fake_certbot)
     assert health.returncode == 1 and "the last order or renewal failed" in health.stdout
 
-
 def test_a_webroot_nginx_does_not_serve_fails_before_the_ca_is_asked(tmp_path: Path, fake_certbot: dict) -> None:
     closed = {**fake_certbot, "BERTH_ACME_PROXY": f"127.0.0.1:{free_ports(1)[0]}",
               "BERTH_ACME_PROXY_WAIT_SECONDS": "2"}
     result = run_acme(tmp_path, "once", **closed)
     assert result.returncode == 1 and "nginx does not serve the webroot" in result.stdout
     assert certbot_calls(tmp_path) == []
-
 
 def test_health_waits_for_every_name_on_the_certificate(tmp_path: Path) -> None:
     lineage(tmp_path, 90)

@@ -13,6 +13,7 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rawconfig import inject, known_paths
 
 from berth.errors import ConfigError
 from berth.settings import Settings, load_settings
@@ -31,26 +32,6 @@ values = st.recursive(
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=10), inner, max_size=3)),
     max_leaves=8,
 )
-
-
-def known_paths(node: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
-    """Every key and list index of a raw config, parents before children."""
-    paths = [prefix] if prefix else []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            paths += known_paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            paths += known_paths(value, (*prefix, index))
-    return paths
-
-
-def inject(raw: dict[str, Any], loc: tuple[str | int, ...], value: object) -> dict[str, Any]:
-    node: Any = raw
-    for step in loc[:-1]:
-        node = node[step]
-    node[loc[-1]] = value
-    return raw
 
 
 def related(a: str, b: str) -> bool:

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pulumi.runtime import config as pulumi_config
 from pydantic import BaseModel, SecretStr
+from rawconfig import inject, known_paths
 
 from berth.errors import ConfigError
 from berth.settings import Settings, from_pulumi_config, load_settings
@@ -123,32 +124,7 @@ def test_any_tree_validates_or_names_each_problem_and_both_readings_agree(engine
     from_file = outcome(lambda: load_settings(raw))
     event("valid" if isinstance(from_file, Settings) else f"{min(len(from_file), 3)}+ problems")
     event(f"depth {min(_depth(raw), 5)}")
-    from_engine = outcome(lambda: engine(raw))
-    if isinstance(from_file, Settings):
-        assert from_engine == from_file
-    else:
-        assert isinstance(from_engine, list)
-        assert sorted(path for path, _ in from_engine) == sorted(path for path, _ in from_file)
-
-
-def known_paths(node: Any, prefix: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
-    """Every key and list index of a raw config."""
-    paths = [prefix] if prefix else []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            paths += known_paths(value, (*prefix, key))
-    elif isinstance(node, list):
-        for index, value in enumerate(node):
-            paths += known_paths(value, (*prefix, index))
-    return paths
-
-
-def inject(raw: dict[str, Any], loc: tuple[str | int, ...], value: object) -> dict[str, Any]:
-    node: Any = raw
-    for step in loc[:-1]:
-        node = node[step]
-    node[loc[-1]] = value
-    return raw
+    assert_both_readings_agree(from_file, outcome(lambda: engine(raw)))
 
 
 def annotation_at(loc: tuple[str | int, ...]) -> Any:
@@ -172,7 +148,11 @@ def test_a_model_typed_value_at_any_depth_of_a_full_stack(engine, raw_config, da
     raw = inject(raw, loc, value)
     from_file = outcome(lambda: load_settings(raw))
     event("valid" if isinstance(from_file, Settings) else "refused")
-    from_engine = outcome(lambda: engine(raw))
+    assert_both_readings_agree(from_file, outcome(lambda: engine(raw)))
+
+
+def assert_both_readings_agree(from_file: Any, from_engine: Any) -> None:
+    """The stack file's reading and the engine's give equal Settings, or problems at the same paths."""
     if isinstance(from_file, Settings):
         assert from_engine == from_file
     else:
