@@ -76,6 +76,10 @@ def excluded(blueprint: str) -> list[tuple[str, str]]:
     return sorted(found, key=lambda item: order[item[0]])
 
 
+# What other tiers prove and this one leaves out: backups (tests/backup builds their image).
+OTHER_TIERS: dict[str, Any] = {"backups": {"enabled": False}}
+
+
 def run_overrides() -> dict[str, Any]:
     """Where this run puts its deployments, so that runs on one shared engine never meet.
 
@@ -94,8 +98,7 @@ def run_overrides() -> dict[str, Any]:
 
 def overrides(blueprint: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Raw overrides (deep-merged over Pulumi.engine.yaml) for this blueprint."""
-    # Backups are proven in tests/backup (their image is built there); this tier leaves them out.
-    raw: dict[str, Any] = {**run_overrides(), "backups": {"enabled": False}}
+    raw: dict[str, Any] = {**run_overrides(), **OTHER_TIERS}
     apps: dict[str, Any] = {}
     for app, env in ENV.get(blueprint, {}).items():
         apps.setdefault(app, {})["env"] = dict(env)
