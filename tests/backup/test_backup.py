@@ -25,6 +25,7 @@ import docker.errors
 import pytest
 from conftest import ROOT, Deployed, deploy
 
+from berth.plan import backups as plan
 from berth.plan.backups import forget_args
 from berth.settings import load_settings
 
@@ -171,7 +172,7 @@ class TestPraxifi:
 
         done = run(dep, "backup", "now")
         assert re.search(r"berth-backup: ok schedule=manual items=redis,volumes\.logs_data,volumes\.outputs_data,"
-                         r"volumes\.uploads_data added=\S+ duration=\d+s repositories=local,offsite",
+                         r"volumes\.uploads_data unchanged= added=\S+ duration=\d+s repositories=local,offsite",
                          done.stdout), done.stdout
         ids = dep.latest_ids()
 
@@ -230,8 +231,8 @@ class TestPraxifi:
         deadline = time.monotonic() + 150
         while True:
             logs = dep_logs(praxifi)
-            runs = re.findall(r"berth-backup: ok schedule=backup items=\S+ added=\S+ duration=\d+s repositories=\S+",
-                              logs)
+            runs = re.findall(r"berth-backup: ok schedule=backup items=\S+ unchanged=\S* added=\S+ duration=\d+s "
+                              r"repositories=\S+", logs)
             if len(runs) >= 2:
                 break
             assert time.monotonic() < deadline, f"fewer than two scheduled runs in 150s:\n{logs}"
@@ -389,20 +390,41 @@ def apf(engine: docker.DockerClient) -> Iterator[Deployed]:
     yield from deploy(engine, "ai-present-finder", {})
 
 
+# Backup runs the unchanged-data test allows for the cluster's own WAL (checkpoints, autovacuum) to settle.
+SETTLE_RUNS = 6
 QUERY = "SELECT id, encode(payload, 'hex'), note FROM berth_rows ORDER BY id"
+
+
+def psql(dep: Deployed, db: str, sql: str, role: str | None = None) -> str:
+    """SQL as the superuser (or SET ROLE to a database's owner) in the stack's Postgres; its output."""
+    prefix = f"SET ROLE {role}; " if role else ""
+    return dep.exec(dep.name("postgres"), "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-U", dep.settings.postgres.user,
+                    "-d", db, "-c", prefix + sql)
+
+
+def owners(dep: Deployed) -> dict[str, str]:
+    """Every database berth provisions, and the role that owns it."""
+    pg = dep.settings.postgres
+    return {db: spec.owner or db for db, spec in pg.databases.items()} | {pg.database: pg.user}
+
+
+def write_rows(dep: Deployed, db: str, owner: str) -> str:
+    """500 rows with binary and non-ASCII values into a new table of DB (as its owner); the query's output."""
+    psql(dep, db, "CREATE TABLE berth_rows (id int PRIMARY KEY, payload bytea, note text); "
+         f"INSERT INTO berth_rows SELECT g, sha256(('{db}' || g)::bytea) || '\\x00ff'::bytea, "
+         f"'row ' || g || ' of {db} ' || repeat('é', g % 7) FROM generate_series(1, 500) g",
+         owner if owner != dep.settings.postgres.user else None)
+    return psql(dep, db, QUERY)
 
 
 class TestAiPresentFinder:
     """Every Postgres database and RabbitMQ's definitions: back up, destroy, restore both ways, compare."""
 
     def psql(self, dep: Deployed, db: str, sql: str, role: str | None = None) -> str:
-        prefix = f"SET ROLE {role}; " if role else ""
-        return dep.exec(dep.name("postgres"), "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-U", "postgres", "-d", db,
-                        "-c", prefix + sql)
+        return psql(dep, db, sql, role)
 
     def owners(self, dep: Deployed) -> dict[str, str]:
-        pg = dep.settings.postgres
-        return {db: spec.owner or db for db, spec in pg.databases.items()} | {pg.database: pg.user}
+        return owners(dep)
 
     def mq(self, dep: Deployed, method: str, path: str, body: object | None = None) -> str:
         data = ["-H", "content-type: application/json", "--data-binary", json.dumps(body)] if body is not None else []
@@ -472,3 +494,91 @@ class TestAiPresentFinder:
         done = run(dep, "restore", "--in-place", "--snapshot", ids["rabbitmq"], "rabbitmq")
         assert "importing RabbitMQ's definitions" in done.stderr
         assert self.definitions(dep) == before
+
+    def test_unchanged_databases_are_not_dumped_again(self, apf: Deployed) -> None:
+        """A run that finds the cluster where the last dump left it snapshots that dump again; a write dumps anew."""
+        dep = apf
+        backup = dep.name("backup")
+
+        def dumped(snapshot: str, db: str) -> str:
+            return dep.exec(backup, "sh", "-c", f'. /berth/lib.sh; rr local dump {snapshot} "/postgres/{db}.dump" '
+                            "| sha256sum")
+
+        def databases(line: str, field: str) -> set[str]:
+            found = re.search(rf"berth-backup: ok .*\b{field}=(\S*)", line)
+            assert found, line
+            return {item.removeprefix("postgres.databases.") for item in found.group(1).split(",") if item} - {
+                "postgres.globals"}
+
+        everything = set(self.psql(dep, "postgres", "SELECT datname FROM pg_database WHERE datallowconn AND NOT "
+                                                    "datistemplate").split())
+        # The tier's earlier writes (and autovacuum after them) settle within a few runs on a quiet cluster.
+        for _ in range(SETTLE_RUNS):
+            before = dep.latest_ids()
+            line = run(dep, "backup", "now", "postgres").stdout
+            if databases(line, "unchanged") == everything:
+                break
+            self.psql(dep, "postgres", "CHECKPOINT")
+            time.sleep(5)
+        else:
+            raise AssertionError(f"no run in {SETTLE_RUNS} found the cluster unchanged: {line}")
+        after = dep.latest_ids()
+        assert databases(line, "items") == everything
+        for db in everything:  # a new snapshot of each, holding exactly the last dump
+            tag = f"postgres.databases.{db}"
+            assert after[tag] != before[tag]
+            assert dumped(after[tag], db) == dumped(before[tag], db)
+
+        db = dep.settings.postgres.database
+        self.psql(dep, db, "CREATE TABLE berth_after (note text); INSERT INTO berth_after VALUES ('written later')")
+        line = run(dep, "backup", "now", "postgres").stdout
+        assert databases(line, "unchanged") == set(), line  # one write anywhere: every database is dumped again
+        done = run(dep, "restore", f"postgres.databases.{db}")
+        target = new_name(done.stdout, "database")
+        assert self.psql(dep, target, "SELECT note FROM berth_after").strip() == "written later"
+
+
+# -- the other seeds: WebProMetrics' db.json volume, DataBaseAI's databases ------------------------------------
+
+
+@pytest.fixture(scope="module", params=["webprometrics", "databaseai"])
+def seed(request: pytest.FixtureRequest, engine: docker.DockerClient) -> Iterator[Deployed]:
+    yield from deploy(engine, request.param, {})
+
+
+def test_round_trip_of_every_item(seed: Deployed) -> None:
+    """Each item of the blueprint's data: written, backed up, destroyed, restored beside and in place, compared."""
+    dep = seed
+    mounts = {volume: (name, path) for name, app in dep.settings.enabled_apps.items()
+              for volume, path in app.volumes.items()}
+    items = set(plan.items(dep.settings))
+    assert items, f"{dep.blueprint} backs nothing up"
+    rows = {db: write_rows(dep, db, owner) for db, owner in owners(dep).items()} if "postgres" in items else {}
+    files = {}
+    for volume in plan.volumes(dep.settings):
+        app, path = mounts[volume]
+        write_files(dep, container_of(dep, f"{app}-0"), path, f"{dep.blueprint}-{volume}")
+        files[volume] = files_digest(dep, dep.name(volume))
+        assert len(files[volume]) >= 3
+    done = run(dep, "backup", "now")
+    assert "berth-backup: ok " in done.stdout, done.stdout
+    ids = dep.latest_ids()
+
+    for db, before in rows.items():
+        tag = f"postgres.databases.{db}"
+        restored = run(dep, "restore", "--snapshot", ids[tag], tag)
+        assert psql(dep, new_name(restored.stdout, "database"), QUERY) == before
+        psql(dep, db, "DROP TABLE berth_rows")
+        run(dep, "restore", "--in-place", "--snapshot", ids[tag], tag)
+        assert psql(dep, db, QUERY) == before
+    for volume, before in files.items():
+        tag = f"volumes.{volume}"
+        restored = run(dep, "restore", "--snapshot", ids[tag], tag)
+        assert files_digest(dep, new_name(restored.stdout, "volume")) == before
+        empty_volume(dep, dep.name(volume))
+        assert files_digest(dep, dep.name(volume)) == {}
+        run(dep, "restore", "--in-place", "--snapshot", ids[tag], tag)
+        assert files_digest(dep, dep.name(volume)) == before
+    # the writers are back after an in-place restore
+    for app in dep.settings.enabled_apps:
+        assert dep.engine.containers.get(container_of(dep, f"{app}-0")).status == "running", app
