@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests" / "engine"))
 
 from applier import Applier, cleanup  # noqa: E402
 from engine_config import _blueprint_without, overrides  # noqa: E402
-from engine_host import EngineUnavailable, client, load_build_module, ping, start_dockerd  # noqa: E402
+from engine_host import ready_engine  # noqa: E402
 
 from berth.settings import deep_merge, from_stack_files, load_settings  # noqa: E402
 from berth.synth import synth  # noqa: E402
@@ -46,17 +46,7 @@ BACKUPS: dict[str, Any] = {
 @pytest.fixture(scope="session")
 def engine() -> Iterator[docker.DockerClient]:
     """The local engine (started if needed) with the engine tier's images built."""
-    if not ping():
-        try:
-            start_dockerd()
-        except (EngineUnavailable, OSError) as error:
-            pytest.fail(f"the backup tier needs a Docker engine: {error}")
-    build = load_build_module()
-    try:
-        build.ensure_images()
-    except (build.BuildError, OSError, subprocess.SubprocessError) as error:
-        pytest.fail(f"the engine tier's images could not be built: {error}")
-    engine_client = client()
+    engine_client = ready_engine("backup")
     yield engine_client
     engine_client.close()
 

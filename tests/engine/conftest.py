@@ -8,7 +8,6 @@ down; leftovers of an earlier run (label berth.engine.stack, names `<name>-engin
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import docker
 import docker.errors
 import pytest
-from engine_host import METRICS, EngineUnavailable, client, load_build_module, ping, start_dockerd
+from engine_host import METRICS, ready_engine
 
 HERE = Path(__file__).resolve().parent
 
@@ -78,25 +77,7 @@ def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 - pytest'
 @pytest.fixture(scope="session")
 def engine() -> Iterator[docker.DockerClient]:
     """A client of the local engine, started if needed, with the berth-engine/* images built."""
-    if not ping():
-        print("engine tier: docker info fails; starting dockerd (log: /tmp/dockerd.log)", flush=True)
-        try:
-            start_dockerd()
-        except (EngineUnavailable, OSError) as error:
-            pytest.fail(f"the engine tier needs a Docker engine: {error}")
-    build = load_build_module()
-    begin = time.monotonic()
-    try:
-        images = build.ensure_images()
-    except (build.BuildError, OSError, subprocess.SubprocessError) as error:
-        pytest.fail(f"the engine tier's images could not be built: {error}")
-    print(f"engine tier: images ready in {time.monotonic() - begin:.1f}s: {images}", flush=True)
-    engine_client = client()
-    for ref in (*images.values(), *(ref.replace(":latest", ":v2") for ref in images.values())):
-        try:
-            engine_client.api.inspect_image(ref)
-        except docker.errors.ImageNotFound:
-            pytest.fail(f"image {ref} is missing after ensure_images()")
+    engine_client = ready_engine("engine")
     yield engine_client
     engine_client.close()
 

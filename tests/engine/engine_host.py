@@ -112,3 +112,34 @@ def load_build_module():
     return module
 
 
+
+
+def ready_engine(tier: str) -> docker.DockerClient:
+    """A client of the local engine (dockerd started if none answers) with every berth-engine/* image built.
+
+    Shared by the session `engine` fixtures of the engine, backup and promote tiers. Nothing is
+    skipped: a missing engine or image FAILS the tier, named in the message.
+    """
+    import pytest  # a test helper; bench/engine_bench.py imports this module without pytest's plugins
+
+    if not ping():
+        print(f"{tier} tier: docker info fails; starting dockerd (log: {DOCKERD_LOG})", flush=True)
+        try:
+            start_dockerd()
+        except (EngineUnavailable, OSError) as error:
+            pytest.fail(f"the {tier} tier needs a Docker engine: {error}")
+    build = load_build_module()
+    begin = time.monotonic()
+    try:
+        images = build.ensure_images()  # under the shared build lock; reuses what is built (by content)
+    except (build.BuildError, OSError, subprocess.SubprocessError) as error:
+        pytest.fail(f"the {tier} tier's images could not be built: {error}")
+    print(f"{tier} tier: images ready in {time.monotonic() - begin:.1f}s: {images}", flush=True)
+    engine = client()
+    for ref in (*images.values(), *(ref.replace(":latest", ":v2") for ref in images.values())):
+        try:
+            engine.api.inspect_image(ref)
+        except docker.errors.ImageNotFound:
+            engine.close()
+            pytest.fail(f"image {ref} is missing after ensure_images()")
+    return engine

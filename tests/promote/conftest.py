@@ -19,7 +19,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "engine"))
 
-from engine_host import EngineUnavailable, client, load_build_module, ping, start_dockerd  # noqa: E402
+from engine_host import ready_engine  # noqa: E402
 from registry import free_port  # noqa: E402
 
 REGISTRY_BINARY = Path("/usr/bin/docker-registry")  # Debian's docker-registry (distribution v2)
@@ -34,36 +34,10 @@ http:
 """
 
 
-# What a praxifi stack runs on the engine stack (Pulumi.engine.yaml maps its images to these).
-NEEDED_IMAGES = ("berth-engine/standin:latest", "berth-engine/redis:latest", "berth-engine/nginx:latest")
-
-
-def _has_image(engine_client, ref: str) -> bool:  # noqa: ANN001 - a docker.DockerClient
-    try:
-        engine_client.api.inspect_image(ref)
-    except docker.errors.ImageNotFound:
-        return False
-    return True
-
-
 @pytest.fixture(scope="session")
-def engine():
+def engine() -> Iterator[docker.DockerClient]:
     """A client of the local engine, started if none answers, with the berth-engine/* images built."""
-    if not ping():
-        try:
-            start_dockerd()
-        except (EngineUnavailable, OSError) as error:
-            pytest.fail(f"the promotion tier needs a Docker engine: {error}")
-    engine_client = client()
-    if not all(_has_image(engine_client, ref) for ref in NEEDED_IMAGES):
-        build = load_build_module()  # builds under the shared lock; CI has built them already (.ci/engine.sh)
-        try:
-            build.ensure_images()
-        except (build.BuildError, OSError, subprocess.SubprocessError) as error:
-            pytest.fail(f"the engine tier's images could not be built: {error}")
-    missing = [ref for ref in NEEDED_IMAGES if not _has_image(engine_client, ref)]
-    if missing:
-        pytest.fail(f"images missing after ensure_images(): {missing}")
+    engine_client = ready_engine("promotion")
     yield engine_client
     engine_client.close()
 
