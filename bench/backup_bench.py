@@ -8,7 +8,8 @@ berth's own scripts as rendered for the databaseai blueprint (berth/plan/backups
 backup container:
 - plain: `pg_dump -Fc` of the pgbench database to a file, and `pg_restore` of that file into a new database;
 - berth: `backup.sh postgres` (every database of the cluster, the roles, retention), twice: the second
-  of unchanged data, after a CHECKPOINT (the load's own WAL settles, as on a quiet server);
+  of unchanged data (both after a CHECKPOINT and 16 s, so the load's own WAL has settled, as on a quiet
+  server);
   then a third after one row changed (everything is dumped again); and `restore.sh ... postgres`
   of the pgbench database into a new one;
 then the repository's size against the plain dump's, and the -Z0 alternative for comparison.
@@ -38,6 +39,7 @@ from berth.settings import load_settings  # noqa: E402
 PREFIX = "berth-bench-backup"
 PG_IMAGE = "berth-engine/postgres:latest"
 PASSWORD = "bench-only-password"
+SETTLE_SECONDS = 16
 SETTINGS = load_settings({"environment": "dev", "backups": {"enabled": True}}, blueprint="databaseai")
 PG = SETTINGS.postgres
 # For the plain commands; berth's scripts take theirs from lib.sh and the secret files.
@@ -94,7 +96,9 @@ def main() -> int:
 
         plain, _ = sh(box, "pg_dump -Fc -d bench -f /tmp/plain.dump")
         _, dump_size = sh(box, "stat -c %s /tmp/plain.dump")
+        # A quiet server: the load's checkpoint done, and the standby snapshot bgwriter logs after it (15 s).
         sh(box, "psql -XAtqc CHECKPOINT -d postgres")
+        time.sleep(SETTLE_SECONDS)
         backup = f"sh {plan.SCRIPTS_DIR}/backup.sh postgres"
         first, log1 = sh(box, backup)
         second, log2 = sh(box, backup)

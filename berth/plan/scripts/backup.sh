@@ -17,7 +17,7 @@ took() {  # TAG: add the summary of the last restic backup (in $work/out)
 }
 snapshot_of() { sed -n 's/.*"message_type":"summary".*"snapshot_id":"\([0-9a-f]*\)".*/\1/p' "$work/out" | tail -n 1; }
 
-snapshot() {  # TAG FILENAME COMMAND...: COMMAND's stdout becomes one snapshot, kept only if COMMAND succeeded
+stream() {  # TAG FILENAME COMMAND...: COMMAND's stdout becomes one snapshot; kept only if COMMAND succeeded
   tag=$1 file=$2; shift 2
   rm -f "$work/fifo"; mkfifo "$work/fifo"
   "$@" >"$work/fifo" 2>"$work/err" &
@@ -27,17 +27,15 @@ snapshot() {  # TAG FILENAME COMMAND...: COMMAND's stdout becomes one snapshot, 
   wait "$pid"; src=$?
   if [ "$src" -ne 0 ] || [ "$rc" -ne 0 ]; then
     id=$(snapshot_of); [ -n "$id" ] && rr local forget "$id" >/dev/null 2>&1
-    return 1
+    fail "$tag" "$(tail -n 3 "$work/err" | tr '\n' ' ')"; return 1
   fi
   took "$tag"
 }
-stream() { snapshot "$@" || { fail "$1" "$(tail -n 3 "$work/err" | tr '\n' ' ')"; return 1; }; }
 
 # The cluster's position: its identity and WAL insert position, or nothing when a transaction that
-# writes is still open. Every committed change to logged data moves the position, so a database
-# whose last dump was taken at the position the cluster still has is unchanged. The position is read
-# before the count: a transaction that commits before the read and is still open in the count would
-# otherwise be in WAL but not yet visible to the dump.
+# writes is still open. Every committed change to logged data (rows, roles, databases) moves it. It is
+# read before the count: a transaction that committed before the read but is still open in the count
+# would be in WAL without being visible to the dump yet.
 pg_position() {
   psql -XAtq -d "$PGDATABASE" -c "SELECT system_identifier || '/' || pg_current_wal_insert_lsn() FROM pg_control_system()" \
     -c "SELECT count(*) FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()" \
@@ -49,31 +47,33 @@ backup_postgres() {
   psql -XAtq -d "$PGDATABASE" -c "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1" \
     >"$work/dbs" 2>"$work/err" || { fail postgres "$(tail -n 3 "$work/err" | tr '\n' ' ')"; return 1; }
   position=$(pg_position)
-  stream postgres.globals postgres/globals.sql pg_dumpall --globals-only -l "$PGDATABASE"
+  [ -z "$position" ] || rr local snapshots --json --host "$HOST_TAG" --tag berth >"$work/snapshots" 2>/dev/null \
+    || : >"$work/snapshots"
+  dump_unless_unchanged postgres.globals postgres/globals.sql '' pg_dumpall --globals-only -l "$PGDATABASE"
   while IFS= read -r db <&3; do
     # pg_dump compresses each table's data on its own, so unchanged tables still deduplicate in restic
     # (bench/backup_bench.py: -Z0 with restic's compression was slower, for a finer-grained dedup).
-    mark="$STATE/postgres-$(printf %s "$db" | sha256sum | cut -c1-16)"
-    if [ -n "$position" ] && unchanged "$db" "$mark"; then
-      # The same dump again, read back from the repository: a fresh snapshot, so retention and
-      # `restore latest` see this run, for the cost of reading the last one instead of dumping.
-      # (pg_dump does not dump unlogged tables' changes into WAL, so those databases are always dumped.)
-      read -r _ last <"$mark"
-      if snapshot "postgres.databases.$db" "postgres/$db.dump" rr local dump "$last" "/postgres/$db.dump"; then
-        echo "$position $(snapshot_of)" >"$mark"; same="$same,postgres.databases.$db"; continue
-      fi
-    fi
-    rm -f "$mark"
-    stream "postgres.databases.$db" "postgres/$db.dump" pg_dump -Fc -d "$db" || continue
-    [ -n "$position" ] && echo "$position $(snapshot_of)" >"$mark"
+    dump_unless_unchanged "postgres.databases.$db" "postgres/$db.dump" "$db" pg_dump -Fc -d "$db"
   done 3<"$work/dbs"
 }
 
-unchanged() {  # DB MARK: the cluster is where it was at DB's last dump, and DB has no unlogged tables
-  [ -r "$2" ] || return 1
-  read -r was _ <"$2"
-  [ "$was" = "$position" ] || return 1
-  [ "$(psql -XAtq -d "$1" -c "SELECT count(*) FROM pg_class WHERE relpersistence = 'u'" 2>/dev/null)" = 0 ]
+# TAG FILE DB COMMAND...: COMMAND's stdout becomes TAG's snapshot, unless the cluster is at the position
+# TAG's last snapshot was dumped at (and DB has no unlogged tables: their changes are not in WAL). Then
+# that snapshot stays TAG's newest (forget never removes a group's newest) and the run names it.
+dump_unless_unchanged() {
+  tag=$1 file=$2 db=$3; shift 3
+  mark="$STATE/postgres-$(printf %s "$tag" | sha256sum | cut -c1-16)"
+  if [ -n "$position" ] && [ -r "$mark" ]; then
+    read -r was last <"$mark"
+    if [ "$was" = "$position" ] && [ -n "$last" ] && grep -q "\"id\":\"$last" "$work/snapshots" \
+        && { [ -z "$db" ] || [ "$(psql -XAtq -d "$db" -c "SELECT count(*) FROM pg_class WHERE relpersistence = 'u'" \
+                                    2>/dev/null)" = 0 ]; }; then
+      same="$same,$tag@$last"; return 0
+    fi
+  fi
+  rm -f "$mark"
+  stream "$tag" "$file" "$@" || return 1
+  [ -z "$position" ] || echo "$position $(snapshot_of)" >"$mark"
 }
 
 backup_redis() {
