@@ -3,18 +3,21 @@
     python -m berth backup  --stack S now [ITEM ...] | list | check   [--repository NAME]
     python -m berth restore --stack S [--snapshot ID|latest] [--repository NAME] [--in-place] WHAT
 
-WHAT is ``postgres.databases.<db>``, ``postgres.globals``, ``redis``, ``rabbitmq`` or ``volumes.<name>``.
+WHAT is ``postgres.databases.<db>``, ``postgres.globals``, ``redis``, ``rabbitmq``, ``minio.buckets.<bucket>``
+or ``volumes.<name>``.
 The docker CLI talks to ``host.url`` (unix://, ssh://user@host or tcp:// with TLS), as the provider does;
 restic runs in the backup container, so the repository password never leaves the host. A restore
 never overwrites unless ``--in-place`` is given: a database goes into a new database, a volume (and
-Redis's RDB) into a new volume, RabbitMQ's definitions to stdout. ``--in-place`` prints what it
-replaces, stops the containers that write it, restores, and starts them again.
+Redis's RDB) into a new volume, a MinIO bucket into a new bucket (``<bucket>-restored-<UTC time>``),
+RabbitMQ's definitions to stdout. ``--in-place`` prints what it replaces, stops the containers that
+write it (for a bucket: the apps and jobs that take MinIO's keys), restores, and starts them again.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import re
 import subprocess
 import sys
 import tempfile
@@ -40,14 +43,16 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     backup.add_argument("--blueprint", help="a file in blueprints/, instead of the stack's own")
     backup.add_argument("--repository", default=plan.LOCAL, help="local (default) or an off-host repository's name")
     backup.add_argument("action", choices=("now", "list", "check"))
-    backup.add_argument("items", nargs="*", help="with now: only these items (postgres, redis, rabbitmq, volumes)")
+    backup.add_argument("items", nargs="*",
+                        help="with now: only these items (postgres, redis, rabbitmq, minio, volumes)")
     restore = commands.add_parser("restore", help="restore one thing from a backup; never overwrites unless --in-place")
     restore.add_argument("--stack", required=True)
     restore.add_argument("--blueprint", help="a file in blueprints/, instead of the stack's own")
     restore.add_argument("--snapshot", default="latest", help="a snapshot ID from `backup list`, or latest")
     restore.add_argument("--repository", default=plan.LOCAL)
     restore.add_argument("--in-place", action="store_true", help="replace the live data (stops its writers meanwhile)")
-    restore.add_argument("what", help="postgres.databases.<db>, postgres.globals, redis, rabbitmq or volumes.<name>")
+    restore.add_argument("what", help="postgres.databases.<db>, postgres.globals, redis, rabbitmq, "
+                         "minio.buckets.<bucket> or volumes.<name>")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,8 +154,10 @@ class Ops:
             return self._restore_redis(restore, stamp, in_place)
         if what.startswith("volumes."):
             return self._restore_volume(what.split(".", 1)[1], restore, stamp, in_place)
-        raise OpsError(f"cannot restore {what!r}: name postgres.databases.<db>, postgres.globals, redis, rabbitmq "
-                       "or volumes.<name>")
+        if what.startswith("minio.buckets."):
+            return self._restore_bucket(what.split(".", 2)[2], restore, stamp, in_place)
+        raise OpsError(f"cannot restore {what!r}: name postgres.databases.<db>, postgres.globals, redis, rabbitmq, "
+                       "minio.buckets.<bucket> or volumes.<name>")
 
     def _restore_database(self, db: str, restore: list[str], stamp: str, in_place: bool) -> int:
         pg = self.settings.postgres
@@ -206,6 +213,23 @@ class Ops:
             self._staged(source, volume, "/target", image, plan.VOLUME_RESTORE_SH)
         return 0
 
+    def _restore_bucket(self, bucket: str, restore: list[str], stamp: str, in_place: bool) -> int:
+        if "minio" not in plan.items(self.settings):
+            raise OpsError("minio is not backed up in this stack")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise OpsError(f"{bucket!r} is not an S3 bucket name (3-63 of a-z, 0-9, '.', '-')")
+        if not in_place:
+            target = plan.restored_bucket(bucket, stamp)
+            code = self.exec(*restore, "minio", bucket, target, "new")
+            if code == 0:
+                print(f"berth: restored bucket {bucket} into the new bucket {target}; {bucket} is untouched")
+            return code
+        writers = self._writers(self._minio_users())
+        print(f"berth: replacing every object of bucket {bucket} on minio with the backup; objects not in it are "
+              f"deleted. Stopping meanwhile: {', '.join(writers) or 'nothing'}", file=sys.stderr)
+        with self._stopped(writers):
+            return self.exec(*restore, "minio", bucket, bucket, "replace")
+
     def _staged(self, source: list[str], volume: str, path: str, image: str, script: str, *args: str) -> None:
         """Stream the snapshot into a staging area of the volume; only a whole one replaces what is there."""
         try:
@@ -241,6 +265,12 @@ class Ops:
         refs = {f"postgres.databases.{db}.url", f"postgres.databases.{db}.password"}
         if db == pg.database:
             refs |= {"postgres.url", "postgres.password"}
+        workloads = {**self.settings.enabled_apps, **self.settings.enabled_jobs}
+        return sorted(name for name, w in workloads.items() if set(w.secrets.values()) & refs)
+
+    def _minio_users(self) -> list[str]:
+        """The apps and jobs that take MinIO's credentials."""
+        refs = {"minio.access_key", "minio.secret_key"}
         workloads = {**self.settings.enabled_apps, **self.settings.enabled_jobs}
         return sorted(name for name, w in workloads.items() if set(w.secrets.values()) & refs)
 

@@ -24,7 +24,7 @@ PASSWORD_LENGTH = 48
 class Backup(pulumi.ComponentResource):
     """The backup container: scheduled `backup.sh` and `check.sh` runs, a healthcheck that shows a broken backup.
 
-    The image is built from the stack's own Postgres image plus restic, redis-cli, curl and ssh:
+    The image is built from the stack's own Postgres image plus restic, rclone, redis-cli, curl and ssh:
     `pg_dump` must not be older than the server, and the server's own image has exactly its version
     on every platform (Debian or Alpine); a separate image would have to track every Postgres major.
     Secrets reach the container as uploaded files, never as its environment or command line.
@@ -64,7 +64,8 @@ class Backup(pulumi.ComponentResource):
             fixed_name=docker_name(settings, "backup"),
             grace=section.stop_grace,
             extra={"entrypoints": ["python3", "/usr/local/lib/berth/scheduler.py"]},
-        ), parent=self, depends_on=[args.after[s] for s in ("postgres", "redis", "rabbitmq") if s in args.after])
+        ), parent=self, depends_on=[args.after[s] for s in ("postgres", "redis", "rabbitmq", "minio")
+                       if s in args.after])
         self.register_outputs({"volume": self.volume.name, "repository_password": self.password})
 
     def _uploads(self, args: ServiceArgs) -> list[docker.ContainerUploadArgs]:
@@ -75,7 +76,13 @@ class Backup(pulumi.ComponentResource):
         files.append(upload(plan.PASSWORD_FILE, self.password, secret=True))
         secrets = args.secrets
         pg_pw, redis_pw = secrets.get("postgres.password"), secrets.get("redis.password")
-        services = pulumi.Output.all(pg_pw, redis_pw).apply(lambda pws: plan.services_env(settings, pws[0], pws[1]))
+        # MinIO's keys (rclone's): only in this secret file, like the passwords.
+        backs_up_minio = "minio" in plan.items(settings)
+        minio_id = secrets.get("minio.access_key") if backs_up_minio else None
+        minio_key = secrets.get("minio.secret_key") if backs_up_minio else None
+        services = pulumi.Output.all(pg_pw, redis_pw, minio_id, minio_key).apply(
+            lambda pws: plan.services_env(settings, pws[0], pws[1],
+                                          (pws[2], pws[3]) if pws[2] is not None and pws[3] is not None else None))
         files.append(upload(plan.SERVICES_ENV, services, secret=True))
         if settings.rabbitmq is not None and "rabbitmq.admin_password" in secrets:
             user = settings.rabbitmq.admin_user

@@ -7,7 +7,7 @@
 #   phase 2: the real-system tiers, each on its own servers: preflight (real sshd, a TLS dockerd),
 #            promote (two stacks on the engine and a real registry), acme (Pebble against the
 #            stack's real nginx), provision (a Debian system over real SSH),
-#            backup (restic round trips, an SFTP server), ...
+#            backup (restic round trips, an SFTP server, a real MinIO server go-installed beside phase 1), ...
 # usage: bash scripts/test.sh [pytest args...]   (the args go to every tier's pytest)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -29,6 +29,14 @@ log "mypy (the product's code)"
 
 LOGS=$(mktemp -d /tmp/berth-tests.XXXXXX)
 PASSED=0 FAILED=0 BROKEN=()
+
+# tests/backup: a real MinIO server, built from the commit tests/engine/images/build.py pins. The
+# build (minutes of CPU) runs beside phase 1 and must have succeeded before phase 2 starts.
+MINIO_MODULE=$("$VENV/bin/python" -c 'import runpy; print(runpy.run_path("tests/engine/images/build.py")["MINIO_MODULE"])')
+log "go install $MINIO_MODULE (in the background, beside phase 1)"
+( start=$(date +%s); go_install "$MINIO_MODULE"; echo "go install minio: $(($(date +%s) - start))s" ) \
+  >"$LOGS/minio-install.log" 2>&1 &
+MINIO_INSTALL=$!
 
 # tiers NAME=PATHS... : one pytest per tier, all at once; each log printed whole when all are done.
 tiers() {
@@ -67,6 +75,12 @@ for arg in "$@"; do [ "$arg" = -q ] || SUBSET=1; done
 PYTEST_ARGS=("$@")
 log "pytest phase 1 (in parallel): unit tiers || engine tier"
 tiers "${PHASE1[@]}"
+if ! wait "$MINIO_INSTALL"; then
+  cat "$LOGS/minio-install.log" >&2
+  echo "scripts/test.sh: go install $MINIO_MODULE failed: the backup tier cannot run its MinIO server" >&2
+  exit 1
+fi
+tail -n 1 "$LOGS/minio-install.log"
 log "pytest phase 2 (in parallel): real-system tiers"
 tiers "${PHASE2[@]}"
 rm -rf "$LOGS"

@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from berth.settings.root import Settings
 
 # What berth knows how to back up; each is one kind of restic snapshot (see berth/plan/backups.py).
-ITEMS = ("postgres", "redis", "rabbitmq", "volumes")
-Item = Literal["postgres", "redis", "rabbitmq", "volumes"]
+ITEMS = ("postgres", "redis", "rabbitmq", "minio", "volumes")
+Item = Literal["postgres", "redis", "rabbitmq", "minio", "volumes"]
 # restic backends berth can drive. A stack's own MinIO is never one of them: it is not off-host.
 SCHEMES = ("sftp", "s3", "rest")
 # How many fire times are sampled to find a schedule's longest gap (its period, for the health check).
@@ -151,7 +151,7 @@ class BackupSettings(BerthModel):
 
 def available_items(settings: Settings) -> list[str]:
     """What in this stack holds data, in ITEMS order: enabled services, and app/job volumes."""
-    found = [name for name in ("postgres", "redis", "rabbitmq") if settings.service(name)]
+    found = [name for name in ("postgres", "redis", "rabbitmq", "minio") if settings.service(name)]
     if workload_volumes(settings):
         found.append("volumes")
     return found

@@ -46,7 +46,8 @@ BACKUPS: dict[str, Any] = {
 @pytest.fixture(scope="session")
 def engine() -> Iterator[docker.DockerClient]:
     """The local engine (started if needed) with the engine tier's images built."""
-    engine_client = ready_engine("backup")
+    # ...and a real MinIO server (its binary from `go install`; scripts/test.sh installs it).
+    engine_client = ready_engine("backup", extra_images=("minio",))
     yield engine_client
     engine_client.close()
 
@@ -106,14 +107,20 @@ class Deployed:
             time.sleep(1)
 
 
-def deploy(engine: docker.DockerClient, blueprint: str, extra: dict[str, Any]) -> Iterator[Deployed]:
-    """Apply the blueprint (proxy off, backups as BACKUPS + extra); always torn down, volumes included."""
-    with _blueprint_without(blueprint):
+def deploy(engine: docker.DockerClient, blueprint: str, extra: dict[str, Any], raw_extra: dict[str, Any] | None = None,
+           drops: list[tuple[str, ...]] | None = None) -> Iterator[Deployed]:
+    """Apply the blueprint (proxy off, backups as BACKUPS + extra); always torn down, volumes included.
+
+    raw_extra goes over the engine tier's overrides (e.g. a service it switches off, switched on);
+    drops replaces the keys the engine tier leaves out of the blueprint as it is read.
+    """
+    with _blueprint_without(blueprint, drops):
         written = load_settings({**from_stack_files(STACK), "blueprint": blueprint})
         # Probe the stand-in apps every 2s: the tier is about data, not about the apps' start-up cadence.
         fast = {name: {"healthcheck": {"interval": "2s", "start_period": "0s"}}
                 for name, app in written.enabled_apps.items() if app.healthcheck is not None}
-        raw = overrides(blueprint, {"proxy": {"enabled": False}, "apps": fast, "backups": deep_merge(BACKUPS, extra)})
+        raw = overrides(blueprint, deep_merge({"proxy": {"enabled": False}, "apps": fast,
+                                               "backups": deep_merge(BACKUPS, extra)}, raw_extra or {}))
         result = synth(STACK, blueprint, reveal=True, raw_overrides=raw)
         settings = load_settings({**deep_merge(from_stack_files(STACK), raw), "blueprint": blueprint})
     applier = Applier(engine, result)

@@ -7,14 +7,17 @@ Every blueprint with backups is deployed and its data round-tripped:
 - ai-present-finder: Postgres with five isolated databases (and the superuser's two), RabbitMQ, and
   an unchanged cluster that is not dumped again;
 - webprometrics (the db_data volume that holds db.json) and databaseai (its databases), by one
-  test of every item a blueprint backs up.
+  round trip of every database and volume a blueprint backs up;
+- sentineliq: its databases by the same round trip, and MinIO's buckets on a real MinIO server.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
+import shlex
 import subprocess
 import tarfile
 import time
@@ -22,6 +25,8 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+from xml.etree import ElementTree
 
 import docker
 import docker.errors
@@ -550,11 +555,15 @@ def seed(request: pytest.FixtureRequest, engine: docker.DockerClient) -> Iterato
 
 def test_round_trip_of_every_item(seed: Deployed) -> None:
     """Each item of the blueprint's data: written, backed up, destroyed, restored beside and in place, compared."""
-    dep = seed
+    round_trip_databases_and_volumes(seed)
+
+
+def round_trip_databases_and_volumes(dep: Deployed) -> None:
+    """Every database and app volume the blueprint backs up: written, backed up, destroyed, restored both ways."""
     mounts = {volume: (name, path) for name, app in dep.settings.enabled_apps.items()
               for volume, path in app.volumes.items()}
     items = set(plan.items(dep.settings))
-    assert items, f"{dep.blueprint} backs nothing up"
+    assert items & {"postgres", "volumes"}, f"{dep.blueprint} backs up no database or volume"
     rows = {db: write_rows(dep, db, owner) for db, owner in owners(dep).items()} if "postgres" in items else {}
     files = {}
     for volume in plan.volumes(dep.settings):
@@ -584,3 +593,141 @@ def test_round_trip_of_every_item(seed: Deployed) -> None:
     # the writers are back after an in-place restore
     for app in dep.settings.enabled_apps:
         assert dep.engine.containers.get(container_of(dep, f"{app}-0")).status == "running", app
+
+
+# -- sentineliq: MinIO's buckets (a real MinIO server) ------------------------------------------------------
+
+MINIO_IMAGE = "berth-engine/minio:latest"
+BUCKETS = ("sentineliq-files", "berth-media")
+# Every object is written and read back with curl's own SigV4 signing, not with rclone (which backs up).
+S3 = ('. /berth/lib.sh; s3() { curl -fsS --aws-sigv4 aws:amz:us-east-1:s3 '
+      '--user "$RCLONE_CONFIG_MINIO_ACCESS_KEY_ID:$RCLONE_CONFIG_MINIO_SECRET_ACCESS_KEY" "$@"; }; ')
+
+
+def objects(seed: str) -> dict[str, bytes]:
+    """A text, a binary (every byte value), a nested and an empty object, and a key with a space."""
+    return {f"{seed}.txt": f"text of {seed}\n".encode(), f"{seed}.bin": BINARY + seed.encode(),
+            "a/b/c.bin": bytes(reversed(BINARY)) + seed.encode(), "empty": b"",
+            "deep/er/still/with space.json": json.dumps({"seed": seed}).encode()}
+
+
+@pytest.fixture(scope="module")
+def sentineliq(engine: docker.DockerClient) -> Iterator[Deployed]:
+    """SentinelIQ with a real MinIO server; Elasticsearch, Logstash and Kibana stay out (no server here).
+
+    The bucket job (minio/mc) has no local image: buckets are [] and the test makes its own with curl.
+    """
+    raw = {"minio": {"enabled": True, "buckets": [], "healthcheck": {"interval": "2s", "start_period": "0s"}},
+           "images": {"minio/minio:latest": MINIO_IMAGE},
+           "apps": {"server": {"depends_on": ["migrate", "postgres", "redis", "minio"]}}}
+    # Only Logstash's address is dropped from the blueprint: the server keeps MinIO's keys and endpoint.
+    yield from deploy(engine, "sentineliq", {}, raw, drops=[("apps", "server", "env", "LOGSTASH_HOST")])
+
+
+class TestSentineliq:
+    """MinIO's buckets: back up (twice: the mirror is a cache), destroy, restore into new buckets and in place."""
+
+    def s3(self, dep: Deployed, script: str) -> str:
+        return dep.exec(dep.name("backup"), "sh", "-c", S3 + script)
+
+    def put(self, dep: Deployed, bucket: str, objs: dict[str, bytes]) -> None:
+        payload = io.BytesIO()
+        with tarfile.open(fileobj=payload, mode="w") as tar:
+            for i, data in enumerate(objs.values()):
+                entry = tarfile.TarInfo(f"berth-objects/{i}")
+                entry.size = len(data)
+                tar.addfile(entry, io.BytesIO(data))
+        dep.exec(dep.name("backup"), "rm", "-rf", "/tmp/berth-objects")
+        assert dep.engine.api.put_archive(dep.name("backup"), "/tmp", payload.getvalue())
+        uploads = "; ".join(f"s3 -T /tmp/berth-objects/{i} 'http://minio:9000/{bucket}/{quote(key)}' >/dev/null"
+                            for i, key in enumerate(objs))
+        self.s3(dep, f"set -e; {uploads}; rm -rf /tmp/berth-objects")
+
+    def listing(self, dep: Deployed, bucket: str) -> dict[str, str]:
+        """key -> sha256 of every object of a bucket (ListObjectsV2, then a GET of each)."""
+        xml = self.s3(dep, f"s3 'http://minio:9000/{bucket}?list-type=2&max-keys=1000'")
+        ns = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
+        root = ElementTree.fromstring(xml)
+        assert root.findtext("s3:IsTruncated", namespaces=ns) == "false"
+        keys = sorted(e.text or "" for e in root.findall("s3:Contents/s3:Key", ns))
+        if not keys:
+            return {}
+        gets = "; ".join(f"s3 'http://minio:9000/{bucket}/{quote(key)}' | sha256sum" for key in keys)
+        sums = self.s3(dep, f"set -e; {gets}").split()[::2]
+        return dict(zip(keys, sums, strict=True))
+
+    def buckets(self, dep: Deployed) -> list[str]:
+        root = ElementTree.fromstring(self.s3(dep, "s3 http://minio:9000/"))
+        return sorted(e.text or "" for e in root.iter("{http://s3.amazonaws.com/doc/2006-03-01/}Name"))
+
+    def test_round_trip_databases(self, sentineliq: Deployed) -> None:
+        """SentinelIQ's Postgres databases, as for the other seeds (its Redis is a cache: Praxifi proves Redis)."""
+        round_trip_databases_and_volumes(sentineliq)
+
+    def test_round_trip_every_bucket(self, sentineliq: Deployed) -> None:
+        dep = sentineliq
+        for bucket in BUCKETS:
+            self.s3(dep, f"s3 -X PUT http://minio:9000/{bucket}")
+            self.put(dep, bucket, objects(bucket))
+        before = {bucket: self.listing(dep, bucket) for bucket in BUCKETS}
+        expected = {key: hashlib.sha256(data).hexdigest() for key, data in objects("berth-media").items()}
+        assert before["berth-media"] == expected and len(before["sentineliq-files"]) == 5
+
+        done = run(dep, "backup", "now", "minio")
+        assert re.search(r"berth-backup: ok schedule=manual items=minio\.buckets\.berth-media,"
+                         r"minio\.buckets\.sentineliq-files unchanged= added=\S+ duration=\d+s repositories=local",
+                         done.stdout), done.stdout
+        ids = dep.latest_ids()
+        mirrored = "/backups/mirror/minio/sentineliq-files/a/b/c.bin"
+        stamp = dep.exec(dep.name("backup"), "stat", "-c", "%i %Y %Z", mirrored)
+        # a second run: the mirror is a cache, rclone downloads nothing that did not change
+        self.put(dep, "sentineliq-files", {"later.txt": b"written after the first backup\n"})
+        run(dep, "backup", "now", "minio")
+        assert dep.exec(dep.name("backup"), "stat", "-c", "%i %Y %Z", mirrored) == stamp
+        assert dep.exec(dep.name("backup"), "cat", "/backups/mirror/minio/sentineliq-files/later.txt")
+        # the snapshot layout restic dump reads: /minio/<bucket>/<key>
+        media = ids["minio.buckets.berth-media"]
+        listed = dep.exec(dep.name("backup"), "sh", "-c",
+                          f"sh /berth/restore.sh local {media} dump minio.buckets.berth-media 2>/dev/null | tar -t")
+        assert "minio/berth-media/a/b/c.bin" in listed.split()
+
+        # destroy: objects deleted and one overwritten in one bucket, the other bucket removed whole
+        self.s3(dep, "s3 -X DELETE http://minio:9000/sentineliq-files/a/b/c.bin; "
+                     "s3 -X DELETE http://minio:9000/sentineliq-files/empty")
+        self.put(dep, "sentineliq-files", {"sentineliq-files.bin": b"overwritten"})
+        self.s3(dep, "for k in $(s3 'http://minio:9000/berth-media?list-type=2' | grep -o '<Key>[^<]*' | cut -c6- "
+                     "| sed 's/ /%20/g'); do s3 -X DELETE \"http://minio:9000/berth-media/$k\"; done; "
+                     "s3 -X DELETE http://minio:9000/berth-media")
+        assert "berth-media" not in self.buckets(dep)
+        broken = self.listing(dep, "sentineliq-files")
+
+        # into a new bucket: a valid S3 name, the live bucket untouched
+        for bucket in BUCKETS:
+            done = run(dep, "restore", "--snapshot", ids[f"minio.buckets.{bucket}"], f"minio.buckets.{bucket}")
+            target = new_name(done.stdout, "bucket")
+            assert re.fullmatch(rf"{bucket}-restored-\d{{14}}", target) and len(target) <= 63
+            assert self.listing(dep, target) == before[bucket]
+        assert self.listing(dep, "sentineliq-files") == broken and "berth-media" not in self.buckets(dep)
+
+        # in place: the apps that take MinIO's keys stop meanwhile; objects not in the snapshot go
+        server = container_of(dep, "server-0")
+        for bucket in BUCKETS:
+            done = run(dep, "restore", "--in-place", "--snapshot", ids[f"minio.buckets.{bucket}"],
+                       f"minio.buckets.{bucket}")
+            assert f"replacing every object of bucket {bucket}" in done.stderr
+            assert f"Stopping meanwhile: {server}" in done.stderr
+            assert self.listing(dep, bucket) == before[bucket]
+        assert dep.engine.containers.get(server).status == "running"
+
+    def test_minios_keys_appear_nowhere_but_the_secret_file(self, sentineliq: Deployed) -> None:
+        minio = sentineliq.engine.api.inspect_container(sentineliq.name("minio"))
+        env = dict(e.split("=", 1) for e in minio["Config"]["Env"])
+        secret = env["MINIO_ROOT_PASSWORD"]
+        backup = sentineliq.name("backup")
+        inspect = json.dumps(sentineliq.engine.api.inspect_container(backup))
+        for where, text in (("docker inspect", inspect), ("env in the container", sentineliq.exec(backup, "env")),
+                            ("container logs", dep_logs(sentineliq)), ("CLI output", "\n".join(OUTPUTS))):
+            assert secret not in text, where
+        assert "RCLONE_CONFIG_MINIO_ACCESS_KEY_ID" not in inspect
+        assert f"RCLONE_CONFIG_MINIO_SECRET_ACCESS_KEY={shlex.quote(secret)}" in sentineliq.exec(
+            backup, "cat", "/run/berth/services.env")

@@ -103,3 +103,29 @@ def test_no_backups_section_no_backup_component():
     result = synth("dev", "praxifi", raw_overrides={"backups": {"enabled": False}})
     assert not [r for r in result["resources"] if r["name"].startswith("backup")]
     assert "backup_password" not in result["outputs"]  # nor an earlier synth's export
+
+
+def test_minios_keys_reach_the_backup_only_in_the_secret_services_file():
+    revealed = synth("dev", "sentineliq", reveal=True)
+    by_name = {r["name"]: r for r in revealed["resources"]}
+    container = by_name["backup-container"]["inputs"]
+    uploads = {u["file"]: u["content"] for u in container["uploads"]}
+    minio_env = dict(e.split("=", 1) for e in by_name["minio-container"]["inputs"]["envs"])
+    access, secret = minio_env["MINIO_ROOT_USER"], minio_env["MINIO_ROOT_PASSWORD"]
+    services = uploads["/run/berth/services.env"]
+    assert f"export RCLONE_CONFIG_MINIO_ACCESS_KEY_ID={access}\n" in services
+    assert f"export RCLONE_CONFIG_MINIO_SECRET_ACCESS_KEY={secret}\n" in services
+    assert "envs" not in container
+    others = {path: text for path, text in uploads.items() if path != "/run/berth/services.env"}
+    assert secret not in json.dumps({**container, "uploads": others})
+    masked = records("dev", "sentineliq")
+    assert {u["file"]: u["content"] for u in masked["backup-container"]["inputs"]["uploads"]}[
+        "/run/berth/services.env"] == "[secret]"
+    assert "minio-buckets" in masked["backup-container"]["options"]["depends_on"]  # after the buckets exist
+
+
+def test_minios_keys_stay_out_when_minio_is_not_backed_up():
+    revealed = synth("dev", "sentineliq", reveal=True, raw_overrides={"backups": {"include": ["postgres"]}})
+    container = next(r for r in revealed["resources"] if r["name"] == "backup-container")["inputs"]
+    services = {u["file"]: u["content"] for u in container["uploads"]}["/run/berth/services.env"]
+    assert "RCLONE" not in services and "PGPASSWORD" in services

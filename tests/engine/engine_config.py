@@ -115,9 +115,9 @@ def overrides(blueprint: str, extra: dict[str, Any] | None = None) -> dict[str, 
 
 
 @contextlib.contextmanager
-def _blueprint_without(blueprint: str) -> Iterator[None]:
-    """Read blueprints/<blueprint>.yaml without the keys in DROPS (they name excluded services)."""
-    drops = DROPS.get(blueprint, [])
+def _blueprint_without(blueprint: str, drops: list[tuple[str, ...]] | None = None) -> Iterator[None]:
+    """Read blueprints/<blueprint>.yaml without the keys in DROPS (they name excluded services), or these."""
+    drops = DROPS.get(blueprint, []) if drops is None else drops
     if not drops:
         yield
         return

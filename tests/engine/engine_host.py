@@ -114,8 +114,10 @@ def load_build_module():
 
 
 
-def ready_engine(tier: str) -> docker.DockerClient:
+def ready_engine(tier: str, extra_images: tuple[str, ...] = ()) -> docker.DockerClient:
     """A client of the local engine (dockerd started if none answers) with every berth-engine/* image built.
+
+    extra_images: images built only when named (build.ON_DEMAND), e.g. the backup tier's minio.
 
     Shared by the session `engine` fixtures of the engine, backup and promote tiers. Nothing is
     skipped: a missing engine or image FAILS the tier, named in the message.
@@ -131,7 +133,8 @@ def ready_engine(tier: str) -> docker.DockerClient:
     build = load_build_module()
     begin = time.monotonic()
     try:
-        images = build.ensure_images()  # under the shared build lock; reuses what is built (by content)
+        # under the shared build lock; reuses what is built (by content)
+        images = build.ensure_images((*build.IMAGES, *extra_images))
     except (build.BuildError, OSError, subprocess.SubprocessError) as error:
         pytest.fail(f"the {tier} tier's images could not be built: {error}")
     print(f"{tier} tier: images ready in {time.monotonic() - begin:.1f}s: {images}", flush=True)

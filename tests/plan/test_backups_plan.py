@@ -109,3 +109,47 @@ def test_the_image_tag_follows_the_context_and_base(tmp_path):
     assert plan.image_tag(tmp_path, "postgres:17") != first
     (tmp_path / "Dockerfile").write_text("FROM y\n")
     assert plan.image_tag(tmp_path, "postgres:16") != first
+
+
+def test_minio_is_backed_up_by_rclone_configured_by_its_environment_only():
+    stack = settings("sentineliq")
+    assert plan.items(stack) == ["postgres", "redis", "minio"]
+    lib = plan.lib_sh(stack)
+    for line in ("RCLONE_CONFIG_MINIO_TYPE=s3", "RCLONE_CONFIG_MINIO_PROVIDER=Minio",
+                 "RCLONE_CONFIG_MINIO_ENDPOINT=http://minio:9000", "RCLONE_CONFIG=/dev/null",
+                 "MINIO_MIRROR=/backups/mirror"):
+        assert f"\n{line}\n" in lib, line
+    assert "RCLONE_CONFIG_MINIO_TYPE" in next(line for line in lib.splitlines() if line.startswith("export PGHOST"))
+    assert "ACCESS_KEY" not in lib  # the keys are in the secret services.env only
+    assert "RCLONE" not in plan.lib_sh(settings("praxifi"))  # no MinIO, no rclone remote
+    assert "backup_minio()" in plan.BACKUP_SH and "minio.buckets.$bucket" in plan.BACKUP_SH
+    assert 'minio.buckets.*) path="/minio/${what#minio.buckets.}"' in plan.RESTORE_SH
+
+
+def test_minio_keys_reach_rclone_from_the_secret_file_quoted(tmp_path):
+    stack = settings("sentineliq")
+    lib = plan.lib_sh(stack).replace("/run/berth", str(tmp_path)).replace("/backups/state", str(tmp_path / "state"))
+    (tmp_path / "lib.sh").write_text(lib)
+    env = plan.services_env(stack, None, None, ("berth-admin", HOSTILE))
+    assert env == ("export RCLONE_CONFIG_MINIO_ACCESS_KEY_ID=berth-admin\n"
+                   f"export RCLONE_CONFIG_MINIO_SECRET_ACCESS_KEY={__import__('shlex').quote(HOSTILE)}\n")
+    (tmp_path / "services.env").write_text(env)
+    probe = (f". {tmp_path}/lib.sh; sh -c 'printf \"%s\\n\" \"$RCLONE_CONFIG_MINIO_ACCESS_KEY_ID\" "
+             "\"$RCLONE_CONFIG_MINIO_SECRET_ACCESS_KEY\" \"$RCLONE_CONFIG_MINIO_ENDPOINT\"'")
+    done = subprocess.run([sh(), "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["berth-admin", HOSTILE, "http://minio:9000"]  # exported to rclone
+    assert not Path("/tmp/berth-pwned").exists()
+
+
+@pytest.mark.parametrize(("bucket", "expected"), [
+    ("sentineliq-files", "sentineliq-files-restored-20261201231500"),
+    ("a" * 63, "a" * 39 + "-restored-20261201231500"),
+    ("x" * 38 + "-y" + "z" * 20, "x" * 38 + "-restored-20261201231500"),  # cut, and no '-' before the suffix
+    ("q" * 38 + ".r" + "s" * 20, "q" * 38 + "-restored-20261201231500"),  # nor a dot
+])
+def test_a_restored_bucket_gets_a_new_valid_s3_name(bucket, expected):
+    from berth.settings.services import _bucket
+
+    name = plan.restored_bucket(bucket, "20261201231500")
+    assert name == expected and len(name) <= 63
+    assert _bucket(name) == name

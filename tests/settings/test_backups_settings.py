@@ -17,7 +17,7 @@ SFTP = {"url": "sftp://restic@backup.example.com:2222/srv/restic",
 def test_defaults_back_up_everything_that_holds_data(valid):
     settings = valid({"backups": {}})
     assert settings.backups.schedule == "0 2 * * *" and settings.backups.retention.daily == 7
-    assert available_items(settings) == ["postgres", "redis", "rabbitmq", "volumes"]
+    assert available_items(settings) == ["postgres", "redis", "rabbitmq", "minio", "volumes"]
     assert settings.backups.include is None
 
 
@@ -35,10 +35,10 @@ def test_a_stack_without_data_services_backs_up_its_volumes_only():
     ("backups.retention", "keeps nothing", {"backups.retention": {}}),
     ("backups.retention.daily", "is not in 1..100000", {"backups.retention.daily": 0}),
     ("backups.retention.within", "is not a restic duration", {"backups.retention.within": "30 days"}),
-    ("backups.include[1]", "should be 'postgres', 'redis', 'rabbitmq' or 'volumes'",
-     {"backups.include": ["postgres", "minio"]}),
+    ("backups.include[1]", "should be 'postgres', 'redis', 'rabbitmq', 'minio' or 'volumes'",
+     {"backups.include": ["postgres", "elasticsearch"]}),
     ("backups.include[1]", "is listed twice", {"backups.include": ["redis", "redis"]}),
-    ("backups.schedules.elasticsearch", "should be 'postgres', 'redis', 'rabbitmq' or 'volumes'",
+    ("backups.schedules.elasticsearch", "should be 'postgres', 'redis', 'rabbitmq', 'minio' or 'volumes'",
      {"backups.schedules": {"elasticsearch": "0 3 * * 0"}}),
     ("backups.check_subset", "is not a percentage", {"backups.check_subset": "all"}),
     ("backups.repositories.offsite", "has scheme 'ftp'; supported: sftp:, s3:, rest:",
@@ -60,6 +60,15 @@ def test_bad_input_names_the_key(assert_config_error, path, rule, changes):
 def test_included_items_must_exist_in_the_stack(assert_config_error):
     assert_config_error("backups.include[0]", "'rabbitmq' holds no data in this stack",
                         {"rabbitmq.enabled": False, "backups.include": ["rabbitmq"]})
+
+
+def test_minio_is_an_item_when_the_stack_has_minio(valid, assert_config_error):
+    assert "minio" in available_items(load_settings({"environment": "dev"}, blueprint="sentineliq"))
+    assert valid({"backups.include": ["minio"], "backups.schedules": {"minio": "0 4 * * *"}}).backups.include == [
+        "minio"]
+    assert_config_error("backups.include[0]", "'minio' holds no data in this stack",
+                        {"minio.enabled": False, "backups.include": ["minio"]})
+    assert_config_error("backups.include[1]", "'minio' is listed twice", {"backups.include": ["minio", "minio"]})
 
 
 def test_an_item_schedule_needs_the_item_backed_up(assert_config_error):

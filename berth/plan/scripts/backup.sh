@@ -87,6 +87,29 @@ backup_rabbitmq() {
   stream rabbitmq rabbitmq/definitions.json curl -fsS --max-time 60 -K /run/berth/rabbitmq.curlrc "$RABBITMQ_API/definitions"
 }
 
+backup_minio() {
+  # rclone mirrors every bucket on the backup volume (a cache: a later run downloads only the objects
+  # that changed), then restic reads each bucket's mirror as a snapshot of its own (/minio/<bucket>).
+  # rclone has finished writing before restic reads, so nothing changes under restic's feet.
+  mkdir -p "$MINIO_MIRROR/minio"
+  rclone lsf --dirs-only minio: >"$work/buckets" 2>"$work/err" || { fail minio "$(tail -n 3 "$work/err" | tr '\n' ' ')"; return 1; }
+  for dir in "$MINIO_MIRROR"/minio/*; do  # a bucket that is gone leaves no cache behind
+    [ -d "$dir" ] && ! grep -qxF "${dir##*/}/" "$work/buckets" && rm -rf "$dir"
+  done
+  while IFS= read -r bucket <&3; do
+    bucket=${bucket%/}
+    mkdir -p "$MINIO_MIRROR/minio/$bucket"
+    if ! rclone sync "minio:$bucket" "$MINIO_MIRROR/minio/$bucket" >"$work/err" 2>&1; then
+      fail "minio.buckets.$bucket" "$(tail -n 3 "$work/err" | tr '\n' ' ')"; continue
+    fi
+    if ! (cd "$MINIO_MIRROR" && rr local backup --json --host "$HOST_TAG" --tag "berth,minio.buckets.$bucket" \
+        "minio/$bucket") >"$work/out" 2>"$work/err"; then
+      fail "minio.buckets.$bucket" "$(tail -n 3 "$work/err" | tr '\n' ' ')"; continue
+    fi
+    took "minio.buckets.$bucket"
+  done 3<"$work/buckets"
+}
+
 backup_volumes() {
   for volume in $VOLUMES; do
     # A single writer's file (e.g. db.json) is consistent when nothing in the volume changed while

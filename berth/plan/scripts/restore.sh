@@ -5,6 +5,9 @@
 #        restore.sh REPO SNAPSHOT|latest dump WHAT                  write WHAT's snapshot to stdout (a tar for volumes)
 #        restore.sh REPO SNAPSHOT|latest rabbitmq                   import the definitions into the broker
 #        restore.sh REPO SNAPSHOT|latest globals                    print pg_dumpall --globals-only
+#        restore.sh REPO SNAPSHOT|latest minio BUCKET TARGET new|replace
+#          restore BUCKET's objects into bucket TARGET: a new one (refused if it exists), or replacing
+#          every object of it (rclone sync: objects not in the snapshot are deleted)
 . /berth/lib.sh
 repo=$1 want=$2 kind=$3; shift 3
 locked
@@ -36,6 +39,7 @@ SQL
       rabbitmq) path=/rabbitmq/definitions.json ;;
       postgres.globals) path=/postgres/globals.sql ;;
       volumes.*) path="/volumes/${what#volumes.}" ;;
+      minio.buckets.*) path="/minio/${what#minio.buckets.}" ;;
       *) echo "berth-backup: cannot dump $what" >&2; exit 2 ;;
     esac
     echo "berth-backup: $what from snapshot $id (repository $repo)" >&2
@@ -48,6 +52,23 @@ SQL
       -X POST --data-binary @/tmp/definitions.json "$RABBITMQ_API/definitions" >/dev/null || exit 1
     rm -f /tmp/definitions.json
     log "imported rabbitmq definitions (snapshot $id, repository $repo)"
+    ;;
+  minio)
+    bucket=$1 target=$2 mode=$3
+    id=$(snap "$repo" "minio.buckets.$bucket" "$want") || exit 1
+    rclone lsf --dirs-only minio: >/tmp/buckets || exit 1
+    if [ "$mode" = new ] && grep -qxF "$target/" /tmp/buckets; then
+      echo "berth-backup: bucket $target exists; not overwritten" >&2; exit 1
+    fi
+    # Restored on the backup volume first (it has the room: the mirror is as big), then uploaded whole.
+    staging="$MINIO_MIRROR/restore"
+    rm -rf "$staging"; mkdir -p "$staging"
+    rr "$repo" restore "$id" --target "$staging" >/dev/null || { rm -rf "$staging"; exit 1; }
+    mkdir -p "$staging/minio/$bucket"  # a snapshot of an empty bucket
+    rclone mkdir "minio:$target" && rclone sync "$staging/minio/$bucket" "minio:$target" \
+      || { rm -rf "$staging"; exit 1; }
+    rm -rf "$staging"
+    log "restored minio.buckets.$bucket (snapshot $id, repository $repo) into bucket $target"
     ;;
   *) echo "berth-backup: unknown restore kind $kind" >&2; exit 2 ;;
 esac

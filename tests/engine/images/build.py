@@ -5,6 +5,8 @@
 
 * ``berth-engine/debian:bookworm``: a debootstrap'ed Debian bookworm (minbase) imported with
   ``docker import``. Built when missing, or when its recipe below changed (label ``berth.recipe``).
+* ``berth-engine/minio:<key>`` only when named (the backup tier does): a real MinIO server, from a
+  binary built by ``go install`` (MINIO_MODULE) outside the repository; the key covers the binary too.
 * ``berth-engine/<name>:<key>`` for every ``<name>/Dockerfile`` in IMAGES (or its CONTEXTS dir), where ``<key>`` is the
   first 12 hex digits of a sha256 over the files of ``<name>/`` and the base image id. An existing
   ``<name>:<key>`` is reused, so a rebuild only happens when the directory (or the base) changed.
@@ -33,6 +35,12 @@ HERE = Path(__file__).resolve().parent
 PREFIX = "berth-engine"
 BASE = f"{PREFIX}/debian:bookworm"
 IMAGES = ("postgres", "redis", "rabbitmq", "nginx", "standin", "demo", "certbot", "provision-target")
+# Built only when asked for by name: they need a binary from outside the repository.
+ON_DEMAND = ("minio",)
+# The MinIO server the backup tier runs (scripts/test.sh installs exactly this).
+MINIO_MODULE = "github.com/minio/minio@v0.0.0-20260212201848-7aac2a2c5b7c"
+# Files copied into an image's build context from outside the repository: name -> (file, env var).
+EXTERNAL = {"minio": ("minio", "BERTH_MINIO_BINARY")}
 # Images whose build context is not a directory here: the demo app is the product's own (demo/app).
 CONTEXTS = {"demo": HERE.parents[2] / "demo" / "app"}
 EXTRA_TAGS = ("latest", "v2")
@@ -141,13 +149,31 @@ def ensure_base(force: bool = False) -> str:
     return _image_id(BASE)
 
 
-def content_key(directory: Path, base_id: str) -> str:
-    """sha256 over every file of directory (relative path, exec bit, content) and the base id."""
+def external_file(name: str) -> Path | None:
+    """The outside file an image's build context needs (e.g. the minio binary), or None if it needs none."""
+    if name not in EXTERNAL:
+        return None
+    file, variable = EXTERNAL[name]
+    if os.environ.get(variable):
+        path = Path(os.environ[variable])
+    else:
+        go = shutil.which("go") or "/usr/local/go/bin/go"
+        gopath = subprocess.run([go, "env", "GOPATH"], capture_output=True, text=True, check=False).stdout.strip() \
+            if Path(go).exists() else ""
+        path = Path(gopath or Path.home() / "go") / "bin" / file
+    if not path.is_file():
+        raise BuildError(f"the {name} image needs {path} (set {variable}, or `go install {MINIO_MODULE}`)")
+    return path
+
+
+def content_key(directory: Path, base_id: str, extra: Path | None = None) -> str:
+    """sha256 over every file of directory (relative path, exec bit, content), an outside file and the base id."""
     digest = hashlib.sha256(base_id.encode())
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+    files = sorted(p for p in directory.rglob("*") if p.is_file())
+    for path in [*files, *([extra] if extra else [])]:
         if "__pycache__" in path.parts:
             continue
-        digest.update(b"\0" + str(path.relative_to(directory)).encode())
+        digest.update(b"\0" + (path.name if path == extra else str(path.relative_to(directory))).encode())
         digest.update(b"\1" if os.access(path, os.X_OK) else b"\0")
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
@@ -164,8 +190,9 @@ def _prune_stale_keys(repo: str, keep: str) -> None:
 def build_image(name: str, base_id: str, force: bool = False) -> str:
     """Build berth-engine/<name> unless its content key exists; (re)tag it latest and v2."""
     directory = CONTEXTS.get(name, HERE / name)
+    extra = external_file(name)
     repo = f"{PREFIX}/{name}"
-    keyed = f"{repo}:{content_key(directory, base_id)}"
+    keyed = f"{repo}:{content_key(directory, base_id, extra)}"
     start = time.monotonic()
     if not force and _image_id(keyed):
         for tag in EXTRA_TAGS:
@@ -174,10 +201,16 @@ def build_image(name: str, base_id: str, force: bool = False) -> str:
         return keyed
     tags = [arg for tag in (keyed, *(f"{repo}:{t}" for t in EXTRA_TAGS)) for arg in ("-t", tag)]
     no_cache = ["--no-cache"] if force else []
-    cmd = ["docker", "build", "--rm", "--force-rm", "--build-arg", f"BASE={BASE}", *tags, *no_cache, str(directory)]
-    # The daemon (Debian's 20.10) has no BuildKit/buildx here: use the classic builder.
-    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    _run_logged(cmd, LOG_DIR / f"{name}.log", f"docker build {repo}", env=env)
+    with tempfile.TemporaryDirectory(prefix=f"berth-engine-{name}.") as scratch:
+        context = directory
+        if extra is not None:  # the context plus the outside file, never the repository's own dir
+            context = Path(scratch) / name
+            shutil.copytree(directory, context)
+            shutil.copy2(extra, context / EXTERNAL[name][0])
+        cmd = ["docker", "build", "--rm", "--force-rm", "--build-arg", f"BASE={BASE}", *tags, *no_cache, str(context)]
+        # The daemon (Debian's 20.10) has no BuildKit/buildx here: use the classic builder.
+        env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+        _run_logged(cmd, LOG_DIR / f"{name}.log", f"docker build {repo}", env=env)
     _prune_stale_keys(repo, keyed.rsplit(":", 1)[1])
     print(f"{keyed:40} built in {time.monotonic() - start:.1f}s", flush=True)
     return keyed
@@ -185,7 +218,7 @@ def build_image(name: str, base_id: str, force: bool = False) -> str:
 
 def ensure_images(names: tuple[str, ...] = IMAGES, force: bool = False) -> dict[str, str]:
     """Make sure the base and the named images exist; return name -> 'berth-engine/<name>:latest'."""
-    unknown = sorted(set(names) - set(IMAGES))
+    unknown = sorted(set(names) - set(IMAGES) - set(ON_DEMAND))
     if unknown:
         raise ValueError(f"unknown image(s): {', '.join(unknown)}")
     LOCK_FILE.touch(exist_ok=True)
@@ -200,7 +233,8 @@ def ensure_images(names: tuple[str, ...] = IMAGES, force: bool = False) -> dict[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", metavar="NAME", help=f"subset of {', '.join(IMAGES)}")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"subset of {', '.join(IMAGES)}; or {', '.join(ON_DEMAND)} (only when named)")
     parser.add_argument(
         "--force", action="store_true", help="rebuild the named images with --no-cache even if their key exists"
     )
