@@ -265,12 +265,14 @@ class Ops:
         refs = {f"postgres.databases.{db}.url", f"postgres.databases.{db}.password"}
         if db == pg.database:
             refs |= {"postgres.url", "postgres.password"}
-        workloads = {**self.settings.enabled_apps, **self.settings.enabled_jobs}
-        return sorted(name for name, w in workloads.items() if set(w.secrets.values()) & refs)
+        return self._users(refs)
 
     def _minio_users(self) -> list[str]:
         """The apps and jobs that take MinIO's credentials."""
-        refs = {"minio.access_key", "minio.secret_key"}
+        return self._users({"minio.access_key", "minio.secret_key"})
+
+    def _users(self, refs: set[str]) -> list[str]:
+        """The enabled apps and jobs that take any of these secrets, sorted."""
         workloads = {**self.settings.enabled_apps, **self.settings.enabled_jobs}
         return sorted(name for name, w in workloads.items() if set(w.secrets.values()) & refs)
 
