@@ -126,7 +126,8 @@ def main() -> int:
               f"plain dumps (goal <= 1.25x); {first / plain:.2f}x of the pgbench database's alone")
         print(f"berth backup (unchanged data):   {second:7.1f}s  ratio {second / first:.2f}x of the first "
               f"(goal <= 0.2x)  [{unchanged(log2)}]")
-        print(f"berth backup (one row changed):  {third:7.1f}s  ratio {third / first:.2f}x of the first  "
+        print(f"berth backup (one row changed):  {third:7.1f}s  ratio {third / first:.2f}x of the first, "
+              f"{third / plain_all:.2f}x of the whole cluster's plain dumps (a steady-state full run)  "
               f"[{unchanged(log3)}]")
         print(f"  (the alternative, pg_dump -Z0 and restic compressing: first {z0_first:.1f}s = "
               f"{z0_first / plain:.2f}x)")
