@@ -666,7 +666,7 @@ class TestSentineliq:
         return sorted(e.text or "" for e in root.iter("{http://s3.amazonaws.com/doc/2006-03-01/}Name"))
 
     def test_round_trip_databases(self, sentineliq: Deployed) -> None:
-        """SentinelIQ's Postgres databases, as for the other seeds (its Redis is a cache: Praxifi proves Redis)."""
+        """SentinelIQ's databases, as for the other seeds (its Redis goes through the same code Praxifi proves)."""
         round_trip_databases_and_volumes(sentineliq)
 
     def test_round_trip_every_bucket(self, sentineliq: Deployed) -> None:
