@@ -39,7 +39,9 @@ ADDED = "new.acme.test"
 BROKEN = "broken.acme.test"
 CERTBOT = "proxy-certbot-container"
 PROXY = "proxy-container"
-LOAD_RATE = 300  # GET/s asked through the proxy during the renewal (>= 200 must be reached)
+LOAD_RATE = 300  # GET/s asked through the proxy during the renewal
+MIN_RATE = 100  # GET/s that must be reached (phase 2 shares two cores with the other real-system tiers)
+MAX_GAP = 2.0  # seconds the proxy may go without answering any of the load's GETs
 
 
 class AcmeDeployment(Deployment):
@@ -231,7 +233,12 @@ def test_forced_renewal_under_load_fails_no_request(dep: AcmeDeployment, pebble:
     print(f"acme: renewal under {rate:.0f} GET/s: {len(load.gets)} GETs, {len(failed)} failed, {load.retried} sent "
           "again on a new connection after nginx closed an idle keep-alive one; new serial served "
           f"{watch.first_new - renewed_at:.2f}s after the renewed file was written", flush=True)
-    assert rate >= 200
+    # A real load, answered without a pause through the reload: a rate floor well under what a busy CI
+    # machine reaches (151-300 GET/s measured), and no gap between two answers.
+    assert rate >= MIN_RATE, f"the load reached {rate:.0f} GET/s only"
+    answers = sorted(sample.t for sample in load.gets)
+    gap = max(b - a for a, b in zip(answers, answers[1:], strict=False))
+    assert gap <= MAX_GAP, f"no answer for {gap:.2f}s during the renewal"
     assert failed == [], failed[:5]
     assert pebble.orders() == orders + 1
     assert logs(dep, PROXY).count("new certificate from certbot: nginx reloaded") == 2
