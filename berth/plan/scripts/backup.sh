@@ -11,6 +11,7 @@ start=$(now); added=0; done_items=''; same=''; failed=''
 ensure_repo local || { log "FAILED schedule=$schedule: the local repository cannot be opened"; exit 1; }
 
 fail() { failed="$failed $1"; log "$1: $2" >&2; }
+fail_err() { fail "$1" "$(tail -n 3 "$work/err" | tr '\n' ' ')"; }  # ITEM: failed, with the last of $work/err
 took() {  # TAG: add the summary of the last restic backup (in $work/out)
   bytes=$(sed -n 's/.*"message_type":"summary".*"data_added":\([0-9]*\).*/\1/p' "$work/out" | tail -n 1)
   added=$((added + ${bytes:-0})); done_items="$done_items,$1"
@@ -27,7 +28,7 @@ stream() {  # TAG FILENAME COMMAND...: COMMAND's stdout becomes one snapshot; ke
   wait "$pid"; src=$?
   if [ "$src" -ne 0 ] || [ "$rc" -ne 0 ]; then
     id=$(snapshot_of); [ -n "$id" ] && rr local forget "$id" >/dev/null 2>&1
-    fail "$tag" "$(tail -n 3 "$work/err" | tr '\n' ' ')"; return 1
+    fail_err "$tag"; return 1
   fi
   took "$tag"
 }
@@ -45,7 +46,7 @@ pg_position() {
 
 backup_postgres() {
   psql -XAtq -d "$PGDATABASE" -c "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1" \
-    >"$work/dbs" 2>"$work/err" || { fail postgres "$(tail -n 3 "$work/err" | tr '\n' ' ')"; return 1; }
+    >"$work/dbs" 2>"$work/err" || { fail_err postgres; return 1; }
   position=$(pg_position)
   [ -z "$position" ] || rr local snapshots --json --host "$HOST_TAG" --tag berth >"$work/snapshots" 2>/dev/null \
     || : >"$work/snapshots"
@@ -92,7 +93,7 @@ backup_minio() {
   # that changed), then restic reads each bucket's mirror as a snapshot of its own (/minio/<bucket>).
   # rclone has finished writing before restic reads, so nothing changes under restic's feet.
   mkdir -p "$MINIO_MIRROR/minio"
-  rclone lsf --dirs-only minio: >"$work/buckets" 2>"$work/err" || { fail minio "$(tail -n 3 "$work/err" | tr '\n' ' ')"; return 1; }
+  rclone lsf --dirs-only minio: >"$work/buckets" 2>"$work/err" || { fail_err minio; return 1; }
   for dir in "$MINIO_MIRROR"/minio/*; do  # a bucket that is gone leaves no cache behind
     [ -d "$dir" ] && ! grep -qxF "${dir##*/}/" "$work/buckets" && rm -rf "$dir"
   done
@@ -100,11 +101,11 @@ backup_minio() {
     bucket=${bucket%/}
     mkdir -p "$MINIO_MIRROR/minio/$bucket"
     if ! rclone sync "minio:$bucket" "$MINIO_MIRROR/minio/$bucket" >"$work/err" 2>&1; then
-      fail "minio.buckets.$bucket" "$(tail -n 3 "$work/err" | tr '\n' ' ')"; continue
+      fail_err "minio.buckets.$bucket"; continue
     fi
     if ! (cd "$MINIO_MIRROR" && rr local backup --json --host "$HOST_TAG" --tag "berth,minio.buckets.$bucket" \
         "minio/$bucket") >"$work/out" 2>"$work/err"; then
-      fail "minio.buckets.$bucket" "$(tail -n 3 "$work/err" | tr '\n' ' ')"; continue
+      fail_err "minio.buckets.$bucket"; continue
     fi
     took "minio.buckets.$bucket"
   done 3<"$work/buckets"
@@ -118,7 +119,7 @@ backup_volumes() {
     while :; do
       touch "$work/mark"
       if ! rr local backup --json --host "$HOST_TAG" --tag "berth,volumes.$volume" "/volumes/$volume" >"$work/out" 2>"$work/err"; then
-        fail "volumes.$volume" "$(tail -n 3 "$work/err" | tr '\n' ' ')"; break
+        fail_err "volumes.$volume"; break
       fi
       changed=$(find "/volumes/$volume" -newer "$work/mark" -print 2>/dev/null | head -n 1)
       if [ -z "$changed" ]; then took "volumes.$volume"; break; fi
