@@ -428,12 +428,6 @@ def write_rows(dep: Deployed, db: str, owner: str) -> str:
 class TestAiPresentFinder:
     """Every Postgres database and RabbitMQ's definitions: back up, destroy, restore both ways, compare."""
 
-    def psql(self, dep: Deployed, db: str, sql: str, role: str | None = None) -> str:
-        return psql(dep, db, sql, role)
-
-    def owners(self, dep: Deployed) -> dict[str, str]:
-        return owners(dep)
-
     def mq(self, dep: Deployed, method: str, path: str, body: object | None = None) -> str:
         data = ["-H", "content-type: application/json", "--data-binary", json.dumps(body)] if body is not None else []
         return dep.exec(dep.name("backup"), "curl", "-fsS", "-K", "/run/berth/rabbitmq.curlrc", "-X", method,
@@ -448,39 +442,39 @@ class TestAiPresentFinder:
 
     def test_round_trip_every_database(self, apf: Deployed) -> None:
         dep = apf
-        owners = self.owners(dep)
-        for db, owner in owners.items():
+        roles = owners(dep)
+        for db, owner in roles.items():
             role = owner if owner != dep.settings.postgres.user else None
-            self.psql(dep, db, "CREATE TABLE berth_rows (id int PRIMARY KEY, payload bytea, note text); "
+            psql(dep, db, "CREATE TABLE berth_rows (id int PRIMARY KEY, payload bytea, note text); "
                       f"INSERT INTO berth_rows SELECT g, sha256(('{db}' || g)::bytea) || '\\x00ff'::bytea, "
                       f"'row ' || g || ' of {db} ' || repeat('é', g % 7) FROM generate_series(1, 500) g", role)
-        before = {db: self.psql(dep, db, QUERY) for db in owners}
+        before = {db: psql(dep, db, QUERY) for db in roles}
         assert all(len(rows.splitlines()) == 500 for rows in before.values())
 
         run(dep, "backup", "now", "postgres")
         ids = dep.latest_ids()
-        assert {f"postgres.databases.{db}" for db in owners} | {"postgres.globals"} <= set(ids)
+        assert {f"postgres.databases.{db}" for db in roles} | {"postgres.globals"} <= set(ids)
         assert "CREATE ROLE" in run(dep, "restore", "--snapshot", ids["postgres.globals"], "postgres.globals").stdout
 
-        for db, owner in owners.items():
+        for db, owner in roles.items():
             # a new database beside the live one, owned by the same role
             done = run(dep, "restore", "--snapshot", ids[f"postgres.databases.{db}"], f"postgres.databases.{db}")
             target = new_name(done.stdout, "database")
-            assert self.psql(dep, target, QUERY) == before[db]
-            assert self.psql(dep, "postgres", f"SELECT pg_get_userbyid(datdba) FROM pg_database "
+            assert psql(dep, target, QUERY) == before[db]
+            assert psql(dep, "postgres", f"SELECT pg_get_userbyid(datdba) FROM pg_database "
                                               f"WHERE datname = '{target}'").strip() == owner
             # destroy, then in place
             if db == dep.settings.postgres.database:
-                self.psql(dep, db, "DROP TABLE berth_rows")
+                psql(dep, db, "DROP TABLE berth_rows")
             else:
-                self.psql(dep, "postgres", f"DROP DATABASE {db} WITH (FORCE)")
+                psql(dep, "postgres", f"DROP DATABASE {db} WITH (FORCE)")
             run(dep, "restore", "--in-place", "--snapshot", ids[f"postgres.databases.{db}"], f"postgres.databases.{db}")
-            assert self.psql(dep, db, QUERY) == before[db]
+            assert psql(dep, db, QUERY) == before[db]
             # as berth provisions it: the owner may connect, no other role may
             privileges = (f"SELECT has_database_privilege('{owner}', '{db}', 'CONNECT'), "
                           f"bool_or(has_database_privilege(rolname, '{db}', 'CONNECT')) FROM pg_roles "
                           f"WHERE rolname <> '{owner}' AND NOT rolsuper AND rolname NOT LIKE 'pg%'")
-            assert self.psql(dep, "postgres", privileges).strip() in ("t|f", "t|")
+            assert psql(dep, "postgres", privileges).strip() in ("t|f", "t|")
 
     def test_round_trip_rabbitmq(self, apf: Deployed) -> None:
         dep = apf
@@ -513,15 +507,14 @@ class TestAiPresentFinder:
             assert found, line
             return dict((*entry.split("@", 1), "")[:2] for entry in found.group(1).split(",") if entry)
 
-        everything = {"postgres.globals"} | {f"postgres.databases.{db}" for db in self.psql(
+        everything = {"postgres.globals"} | {f"postgres.databases.{db}" for db in psql(
             dep, "postgres", "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate").split()}
         # The tier's earlier writes leave WAL of the server's own to come: a checkpoint (forced here, so
         # the timed one finds nothing to do) and the standby snapshot bgwriter logs within 15 s of them.
-        self.psql(dep, "postgres", "CHECKPOINT")
+        psql(dep, "postgres", "CHECKPOINT")
         run(dep, "backup", "now", "postgres")  # the dumps the next runs compare the cluster with
         for _ in range(SETTLE_RUNS):
             before = dep.latest_ids()
-            began = datetime.now(UTC)
             line = run(dep, "backup", "now", "postgres").stdout
             ended = datetime.now(UTC)
             if set(listed(line, "unchanged")) == everything:
@@ -530,15 +523,18 @@ class TestAiPresentFinder:
         else:
             raise AssertionError(f"no run in {SETTLE_RUNS} found the cluster unchanged: {line}")
         assert listed(line, "items") == {}  # nothing dumped
-        # No snapshot was made while the run held the run lock (the every-minute schedule may run
-        # before or after it), and each item's kept snapshot is one of that item.
+        # No snapshot was made while the run held the run lock (its duration= starts once it has the
+        # lock; the every-minute schedule may run before or after it), and each kept snapshot is its item's.
+        held = re.search(r" duration=(\d+)s ", line)
+        assert held, line
+        began = ended - timedelta(seconds=int(held.group(1)))
         snapshots = dep.snapshots()
         assert not [s for s in snapshots if began <= datetime.fromisoformat(s["time"].replace("Z", "+00:00")) <= ended]
         tags = {s["short_id"]: set(s["tags"]) for s in snapshots}
         assert all(item in tags[snapshot[:8]] for item, snapshot in listed(line, "unchanged").items()), line
 
         db = dep.settings.postgres.database
-        self.psql(dep, db, "CREATE TABLE berth_after (note text); INSERT INTO berth_after VALUES ('written later')")
+        psql(dep, db, "CREATE TABLE berth_after (note text); INSERT INTO berth_after VALUES ('written later')")
         line = run(dep, "backup", "now", "postgres").stdout
         # One write anywhere: everything is dumped again, by this run or by the every-minute schedule
         # if it ran first (then this run finds the new dumps unchanged).
@@ -547,7 +543,7 @@ class TestAiPresentFinder:
         assert set(listed(line, "items")) in (everything, set()), line
         done = run(dep, "restore", f"postgres.databases.{db}")
         target = new_name(done.stdout, "database")
-        assert self.psql(dep, target, "SELECT note FROM berth_after").strip() == "written later"
+        assert psql(dep, target, "SELECT note FROM berth_after").strip() == "written later"
 
 
 # -- the other seeds: WebProMetrics' db.json volume, DataBaseAI's databases ------------------------------------
